@@ -1,0 +1,193 @@
+"""WebSocket consumers: echo, and chat rooms broadcast through the channel layer.
+
+A chat message is stored in the database first, then broadcast to the room, the sender included.
+The sender's copy is its acknowledgement, so an acknowledged message is always in the database;
+a message that could not be stored is answered with ``storage_unavailable`` and never broadcast.
+"""
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from chat.models import Message
+from chat.protocol import (
+    ClientMessage,
+    CloseCode,
+    ErrorCode,
+    ProtocolError,
+    display_name,
+    error_frame,
+    is_valid_room,
+    parse_client_frame,
+)
+from chat.ratelimit import TokenBucket
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class DependencyError(Exception):
+    """The database or the channel layer failed or did not answer in time."""
+
+    def __init__(self, code: ErrorCode, cause: BaseException) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.code = code
+
+
+async def within_deadline(awaitable: Awaitable[T], code: ErrorCode) -> T:
+    """Await a database or layer call, bounded by WS_DEPENDENCY_TIMEOUT: a dead dependency never hangs.
+
+    Any failure becomes a ``DependencyError`` carrying the error code the client will see.
+    """
+    try:
+        return await asyncio.wait_for(awaitable, timeout=settings.WS_DEPENDENCY_TIMEOUT)
+    except Exception as exc:
+        raise DependencyError(code, exc) from exc
+
+
+def layer_call(awaitable: Awaitable[T]) -> Awaitable[T]:
+    return within_deadline(awaitable, ErrorCode.LAYER_UNAVAILABLE)
+
+
+def storage_call(awaitable: Awaitable[T]) -> Awaitable[T]:
+    return within_deadline(awaitable, ErrorCode.STORAGE_UNAVAILABLE)
+
+
+class GuardedConsumer(AsyncWebsocketConsumer):
+    """Rate limiting and frame validation shared by every consumer; subclasses handle valid messages."""
+
+    async def websocket_connect(self, message: dict[str, Any]) -> None:
+        self.bucket = TokenBucket(settings.WS_RATE_PER_SECOND, settings.WS_RATE_BURST)
+        self.strikes = 0
+        await super().websocket_connect(message)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if not self.bucket.allow():
+            await self._refuse_flood()
+            return
+        if text_data is None:
+            await self.send_error(ErrorCode.BINARY_NOT_SUPPORTED, "binary frames are not accepted; send text")
+            return
+        try:
+            message = parse_client_frame(text_data, settings.CHAT_MESSAGE_MAX_CHARS)
+        except ProtocolError as error:
+            await self.send(text_data=error.as_frame())
+            return
+        await self.handle_message(message)
+
+    async def handle_message(self, message: ClientMessage) -> None:
+        raise NotImplementedError
+
+    async def send_error(self, code: ErrorCode, detail: str) -> None:
+        await self.send(text_data=error_frame(code, detail))
+
+    async def send_json(self, payload: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(payload))
+
+    async def _refuse_flood(self) -> None:
+        self.strikes += 1
+        if self.strikes > settings.WS_RATE_STRIKES:
+            logger.warning("closing flooding client", extra={"client": self.scope.get("client")})
+            await self.close(code=CloseCode.POLICY_VIOLATION)
+            return
+        await self.send_error(
+            ErrorCode.RATE_LIMITED,
+            f"more than {settings.WS_RATE_PER_SECOND:g} frames/s; this frame was dropped",
+        )
+
+
+class EchoConsumer(GuardedConsumer):
+    """Sends every valid message straight back."""
+
+    async def handle_message(self, message: ClientMessage) -> None:
+        await self.send_json({"message": message.text})
+
+
+def room_group(room: str) -> str:
+    """Channel-layer group of a room. Hashed: group names must stay under 100 characters."""
+    return "chat." + hashlib.blake2s(room.encode(), digest_size=16).hexdigest()
+
+
+class ChatConsumer(GuardedConsumer):
+    """One chat room: history on connect, store-then-broadcast on each message."""
+
+    room: str
+    group: str
+    user_name: str
+    joined: bool = False
+
+    async def connect(self) -> None:
+        self.room = self.scope["url_route"]["kwargs"]["room"]
+        if not is_valid_room(self.room):
+            await self.close()  # before accept: the handshake is refused (HTTP 403)
+            return
+        self.group = room_group(self.room)
+        self.user_name = self._user_name()
+        await self.accept()
+        try:
+            # Join first, then read history: nothing sent in between is missed (clients dedupe by id).
+            await layer_call(self.channel_layer.group_add(self.group, self.channel_name))
+            self.joined = True
+            history = await storage_call(self._history())
+        except DependencyError as exc:
+            await self._unavailable(exc)
+            return
+        await self.send_json({"type": "chat.history", "room": self.room, "messages": history})
+
+    async def disconnect(self, code: int) -> None:
+        if not self.joined:
+            return
+        try:
+            await layer_call(self.channel_layer.group_discard(self.group, self.channel_name))
+        except DependencyError as exc:
+            # Membership expires on its own in the layer (group_expiry); nothing is lost.
+            logger.warning("could not leave room", extra={"room": self.room, "error": str(exc)})
+
+    async def handle_message(self, message: ClientMessage) -> None:
+        try:
+            stored = await storage_call(self._store(message.text))
+        except DependencyError as exc:
+            logger.warning("message not stored", extra={"room": self.room, "error": str(exc)})
+            await self.send_error(ErrorCode.STORAGE_UNAVAILABLE, "message not stored; send it again")
+            return
+        event = stored.as_event()
+        try:
+            await layer_call(self.channel_layer.group_send(self.group, event))
+        except DependencyError as exc:
+            # Stored but not broadcast: acknowledge it to the sender (it is in the database and in
+            # everyone's history), then close so the client reconnects once the layer is back.
+            await self.send_json(event)
+            await self._unavailable(exc)
+
+    async def chat_message(self, event: dict[str, Any]) -> None:
+        """A broadcast from the room (the layer dispatches type ``chat.message`` here)."""
+        await self.send_json(event)
+
+    async def _unavailable(self, exc: DependencyError) -> None:
+        logger.warning("dependency unavailable, closing", extra={"room": self.room, "error": str(exc)})
+        await self.send_error(exc.code, "the service is temporarily unavailable; reconnect later")
+        await self.close(code=CloseCode.TRY_AGAIN_LATER)
+
+    def _user_name(self) -> str:
+        user = self.scope.get("user")
+        if user is not None and user.is_authenticated:
+            return user.get_username()[:64]
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        return display_name((query.get("name") or [None])[0])
+
+    @database_sync_to_async
+    def _history(self) -> list[dict[str, object]]:
+        recent = Message.objects.filter(room=self.room).order_by("-id")[: settings.CHAT_HISTORY_SIZE]
+        return [message.as_event() for message in reversed(recent)]
+
+    @database_sync_to_async
+    def _store(self, text: str) -> Message:
+        return Message.objects.create(room=self.room, user=self.user_name, body=text)

@@ -1,0 +1,211 @@
+"""The one settings module: every knob comes from the environment, defaults are safe for production.
+
+``.env.example`` at the repository root documents each variable. Development conveniences are
+switched on by ``DJANGO_DEBUG=1``, not by a second settings file.
+"""
+
+import ipaddress
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from config import env
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# --- Core -----------------------------------------------------------------------------------------
+
+DEBUG = env.get_bool("DJANGO_DEBUG", default=False)
+
+SECRET_KEY = env.get_str("DJANGO_SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) must be set; "
+            'generate one with: python -c "import secrets; print(secrets.token_urlsafe(50))"'
+        )
+    SECRET_KEY = "insecure-development-key-only-used-with-DJANGO_DEBUG=1"  # noqa: S105
+
+# Loopback names are always allowed: the container HEALTHCHECK and orchestrator probes call the
+# app from inside the container or pod, and a Host of localhost cannot be abused from outside.
+LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
+ALLOWED_HOSTS = env.get_list("DJANGO_ALLOWED_HOSTS", ",".join(LOOPBACK_HOSTS))
+if "*" in ALLOWED_HOSTS and not DEBUG:
+    raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS must list host names; '*' is refused in production")
+ALLOWED_HOSTS += [host for host in LOOPBACK_HOSTS if host not in ALLOWED_HOSTS]
+
+CSRF_TRUSTED_ORIGINS = env.get_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+if not DEBUG and any(not origin.startswith("https://") for origin in CSRF_TRUSTED_ORIGINS):
+    raise ImproperlyConfigured("DJANGO_CSRF_TRUSTED_ORIGINS entries must start with https:// in production")
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.staticfiles",
+    "channels",
+    "core",
+    "api",
+    "chat",
+]
+
+# Every middleware here runs on both the sync (WSGI) and async (ASGI) paths. Order matters:
+# the proxy fix comes first so that everything after it sees the real client address and scheme.
+MIDDLEWARE = [
+    "core.middleware.trusted_proxy_middleware",
+    "core.middleware.request_id_middleware",
+    "core.middleware.allowed_host_middleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+    }
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Database: SQLite when nothing is configured, PostgreSQL through Django's pool otherwise -------
+
+DATABASE_URL = env.get_str("DATABASE_URL")
+if DATABASE_URL:
+    _database = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
+    if _database["ENGINE"] == "django.db.backends.postgresql":
+        # Django's own pool (psycopg_pool): a bounded number of connections per process, returned at
+        # the end of every request. It requires CONN_MAX_AGE = 0.
+        _database["OPTIONS"] = {
+            "pool": {
+                "min_size": env.get_int("DATABASE_POOL_MIN_SIZE", 1),
+                "max_size": env.get_int("DATABASE_POOL_MAX_SIZE", 8),
+                "timeout": env.get_float("DATABASE_POOL_TIMEOUT", 5.0),
+            },
+            "connect_timeout": env.get_int("DATABASE_CONNECT_TIMEOUT", 3),
+            "application_name": env.get_str("SERVER", "django"),
+        }
+else:
+    _database = {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": env.get_str("SQLITE_PATH", str(BASE_DIR / "db.sqlite3")),
+        "OPTIONS": {"timeout": 10},
+    }
+DATABASES = {"default": _database}
+
+# --- Channel layer: in-memory when nothing is configured, Redis across processes otherwise --------
+
+REDIS_URL = env.get_str("REDIS_URL")
+CHANNEL_LAYER_BACKEND = env.get_str("CHANNEL_LAYER_BACKEND", "core")
+_LAYER_BACKENDS = {
+    "core": "channels_redis.core.RedisChannelLayer",
+    "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
+}
+if REDIS_URL:
+    if CHANNEL_LAYER_BACKEND not in _LAYER_BACKENDS:
+        raise ImproperlyConfigured(f"CHANNEL_LAYER_BACKEND must be one of {sorted(_LAYER_BACKENDS)}")
+    _layer_config: dict[str, object] = {"hosts": [REDIS_URL]}
+    if CHANNEL_LAYER_BACKEND == "core":
+        _layer_config["capacity"] = env.get_int("CHANNEL_LAYER_CAPACITY", 1000)
+        _layer_config["expiry"] = env.get_int("CHANNEL_LAYER_EXPIRY", 60)
+    CHANNEL_LAYERS = {"default": {"BACKEND": _LAYER_BACKENDS[CHANNEL_LAYER_BACKEND], "CONFIG": _layer_config}}
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# --- Proxy, HTTPS and security headers ------------------------------------------------------------
+
+# Peers allowed to set X-Forwarded-For / X-Forwarded-Proto (the reverse proxy). From any other peer
+# those headers are dropped, so a client talking to the app directly cannot fake its IP or https.
+TRUSTED_PROXIES = [
+    ipaddress.ip_network(cidr, strict=False)
+    for cidr in env.get_list("TRUSTED_PROXIES", "127.0.0.1/32,::1/128")
+]
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# The TLS switch: on by default (production). The local plain-HTTP stack turns it off.
+HTTPS = env.get_bool("DJANGO_HTTPS", default=True)
+SECURE_SSL_REDIRECT = HTTPS
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]  # probes speak plain HTTP inside the network
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_HSTS_SECONDS = env.get_int("DJANGO_HSTS_SECONDS", 31_536_000) if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.get_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", default=True)
+# Preloading is a commitment made per domain with the browsers' preload list, so it stays opt-in;
+# the deploy check's reminder about it (security.W021) is silenced for that reason.
+SECURE_HSTS_PRELOAD = env.get_bool("DJANGO_HSTS_PRELOAD", default=False)
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+
+# Same limit as Nginx's client_max_body_size, so a body that gets past the proxy is still bounded.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.get_int("REQUEST_BODY_MAX_BYTES", 1_048_576)
+
+# --- Static files: collected at image build time, served by Nginx --------------------------------
+
+STATIC_URL = "/static/"
+STATIC_ROOT = env.get_str("STATIC_ROOT", str(BASE_DIR / "staticfiles"))
+STORAGES = {
+    "staticfiles": {
+        "BACKEND": env.get_str(
+            "DJANGO_STATICFILES_STORAGE", "django.contrib.staticfiles.storage.ManifestStaticFilesStorage"
+        )
+    }
+}
+
+# --- The application's own knobs -------------------------------------------------------------------
+
+SERVER_VARIANT = env.get_str("SERVER", "unknown")  # which server runs this process (/api/whoami)
+READINESS_TIMEOUT = env.get_float("READINESS_TIMEOUT", 2.0)  # seconds per dependency in /readyz
+CHAT_HISTORY_SIZE = env.get_int("CHAT_HISTORY_SIZE", 50)
+CHAT_MESSAGE_MAX_CHARS = env.get_int("CHAT_MESSAGE_MAX_CHARS", 2000)
+# Per-connection token bucket for incoming frames, and how many refused frames close the socket.
+WS_RATE_PER_SECOND = env.get_float("WS_RATE_PER_SECOND", 20.0)
+WS_RATE_BURST = env.get_int("WS_RATE_BURST", 40)
+WS_RATE_STRIKES = env.get_int("WS_RATE_STRIKES", 20)
+# Layer or database calls made by a consumer give up after this many seconds (no hang).
+WS_DEPENDENCY_TIMEOUT = env.get_float("WS_DEPENDENCY_TIMEOUT", 5.0)
+
+# --- Logging: one line per event on stdout, JSON by default -----------------------------------------
+
+LOG_LEVEL = env.get_str("LOG_LEVEL", "INFO").upper()
+LOG_FORMAT = env.get_str("LOG_FORMAT", "json")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "core.logging.RequestIdFilter"}},
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+    },
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "filters": ["request_id"],
+            "formatter": "json" if LOG_FORMAT == "json" else "text",
+        }
+    },
+    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
+    "loggers": {
+        # Django logs every 4xx/5xx on django.request; keep them, they carry the request id.
+        "django": {"level": LOG_LEVEL, "propagate": True},
+    },
+}

@@ -1,0 +1,64 @@
+"""Real round trips to each dependency, for /readyz."""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import connection
+
+logger = logging.getLogger(__name__)
+
+
+def _database_round_trip() -> None:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    finally:
+        # Hand the connection back to the pool (or close it): this runs outside the request cycle's
+        # own cleanup when called from a thread.
+        connection.close()
+
+
+async def check_database() -> None:
+    await sync_to_async(_database_round_trip, thread_sensitive=False)()
+
+
+async def check_channel_layer() -> None:
+    """Send a message to a fresh channel and read it back."""
+    layer = get_channel_layer()
+    if layer is None:
+        raise RuntimeError("no channel layer configured")
+    channel = await layer.new_channel("readyz.")
+    await layer.send(channel, {"type": "readyz.ping"})
+    message = await layer.receive(channel)
+    if message.get("type") != "readyz.ping":
+        raise RuntimeError(f"unexpected reply {message!r}")
+
+
+CHECKS: dict[str, Callable[[], Awaitable[None]]] = {
+    "database": check_database,
+    "channel_layer": check_channel_layer,
+}
+
+
+async def _run(name: str, check: Callable[[], Awaitable[None]]) -> tuple[str, str | None]:
+    try:
+        await asyncio.wait_for(check(), timeout=settings.READINESS_TIMEOUT)
+    except TimeoutError:
+        error = f"no answer within {settings.READINESS_TIMEOUT:g}s"
+    except Exception as exc:  # every failure is reported, none is raised
+        error = f"{type(exc).__name__}: {exc}".strip()
+    else:
+        return name, None
+    logger.warning("readiness check failed", extra={"dependency": name, "error": error})
+    return name, error
+
+
+async def failing_dependencies() -> dict[str, str]:
+    """Run every check concurrently; map each failing dependency to its error."""
+    results = await asyncio.gather(*(_run(name, check) for name, check in CHECKS.items()))
+    return {name: error for name, error in results if error is not None}

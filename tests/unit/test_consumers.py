@@ -1,0 +1,298 @@
+"""WebSocket consumers through the full ASGI application (origin, host and auth middleware included)."""
+
+import json
+
+import pytest
+from channels.layers import get_channel_layer
+from chat import consumers
+from chat.consumers import room_group
+from chat.models import Message
+from django.db import OperationalError
+
+from tests.unit.conftest import communicator
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TIMEOUT = 3
+
+
+async def connect(path: str, **kwargs):
+    client = communicator(path, **kwargs)
+    connected, _ = await client.connect(timeout=TIMEOUT)
+    assert connected, f"handshake to {path} refused"
+    return client
+
+
+async def join(room: str, name: str = "alice"):
+    client = await connect(f"/ws/chat/{room}/?name={name}")
+    history = await client.receive_json_from(timeout=TIMEOUT)
+    assert history["type"] == "chat.history"
+    return client, history
+
+
+async def send(client, payload) -> None:
+    await client.send_to(text_data=json.dumps(payload))
+
+
+# --- Echo -------------------------------------------------------------------------------------------
+
+
+async def test_echo_round_trip():
+    client = await connect("/ws/echo/")
+    await send(client, {"message": "hello ✓"})
+    assert await client.receive_json_from(timeout=TIMEOUT) == {"message": "hello ✓"}
+    await client.disconnect()
+
+
+# Each bad frame, and the error code it is answered with; the socket stays open after every one.
+BAD_FRAMES = [
+    pytest.param({"text_data": "not json"}, "invalid_json", id="text-not-json"),
+    pytest.param({"text_data": "[1, 2]"}, "not_an_object", id="json-array"),
+    pytest.param({"text_data": '"just a string"'}, "not_an_object", id="json-string"),
+    pytest.param({"text_data": "null"}, "not_an_object", id="json-null"),
+    pytest.param({"text_data": "{}"}, "missing_message", id="missing-message"),
+    pytest.param({"text_data": '{"text": "hi"}'}, "missing_message", id="wrong-field"),
+    pytest.param({"text_data": '{"message": 42}'}, "invalid_message", id="number-message"),
+    pytest.param({"text_data": '{"message": null}'}, "invalid_message", id="null-message"),
+    pytest.param({"text_data": '{"message": ["a"]}'}, "invalid_message", id="list-message"),
+    pytest.param({"text_data": '{"message": "   "}'}, "empty_message", id="blank-message"),
+    pytest.param(
+        {"text_data": json.dumps({"message": "x" * 2001})}, "message_too_long", id="oversized-message"
+    ),
+    pytest.param({"bytes_data": b'{"message": "hi"}'}, "binary_not_supported", id="binary-frame"),
+]
+
+
+@pytest.mark.parametrize("path", ["/ws/echo/", "/ws/chat/badinput/"])
+@pytest.mark.parametrize(("frame", "code"), BAD_FRAMES)
+async def test_bad_frames_get_an_error_and_the_socket_stays_open(path, frame, code):
+    client = await connect(path)
+    if "chat" in path:
+        await client.receive_json_from(timeout=TIMEOUT)  # history
+    await client.send_to(**frame)
+    error = await client.receive_json_from(timeout=TIMEOUT)
+    assert error["type"] == "error"
+    assert error["code"] == code
+    assert error["detail"]
+    # Still open and serving:
+    await send(client, {"message": "still here"})
+    reply = await client.receive_json_from(timeout=TIMEOUT)
+    assert reply["message"] == "still here"
+    await client.disconnect()
+
+
+async def test_message_of_exactly_the_limit_is_accepted(settings):
+    client = await connect("/ws/echo/")
+    text = "y" * settings.CHAT_MESSAGE_MAX_CHARS
+    await send(client, {"message": text})
+    assert (await client.receive_json_from(timeout=TIMEOUT))["message"] == text
+    await client.disconnect()
+
+
+# --- Handshake refusals -------------------------------------------------------------------------------
+
+REFUSED_HANDSHAKES = [
+    pytest.param("/ws/echo/", {"origin": b"http://evil.example.com"}, id="foreign-origin"),
+    pytest.param("/ws/echo/", {"origin": None}, id="no-origin"),
+    pytest.param("/ws/echo/", {"host": b"evil.example.com"}, id="bad-host"),
+    pytest.param("/ws/chat/" + "r" * 101 + "/", {}, id="room-too-long"),
+    pytest.param("/ws/chat/a b/", {}, id="room-with-space"),
+    pytest.param("/ws/chat/x';DROP TABLE chat_message;--/", {}, id="room-with-sql"),
+    pytest.param("/ws/chat/café/", {}, id="room-non-ascii"),
+    pytest.param("/ws/chat/../x/", {}, id="room-dot-dot-slash"),
+    pytest.param("/ws/nowhere/", {}, id="unknown-path"),
+]
+
+
+@pytest.mark.parametrize(("path", "headers"), REFUSED_HANDSHAKES)
+async def test_handshake_refused(path, headers):
+    client = communicator(path, **headers)
+    connected, _ = await client.connect(timeout=TIMEOUT)
+    assert not connected
+    await client.disconnect()
+
+
+async def test_room_of_exactly_100_characters_is_accepted():
+    client, history = await join("r" * 100)
+    assert history["room"] == "r" * 100
+    await client.disconnect()
+
+
+def test_group_names_stay_within_the_layer_limit():
+    assert len(room_group("r" * 100)) < 100
+    assert room_group("a") != room_group("b")
+
+
+# --- Chat -------------------------------------------------------------------------------------------------
+
+
+async def test_history_on_connect_is_the_last_messages_in_order(settings):
+    settings.CHAT_HISTORY_SIZE = 3
+    await Message.objects.abulk_create(Message(room="history", user="bob", body=f"m{i}") for i in range(5))
+    client, history = await join("history")
+    assert history["room"] == "history"
+    assert [m["message"] for m in history["messages"]] == ["m2", "m3", "m4"]
+    first = history["messages"][0]
+    assert set(first) == {"type", "id", "room", "message", "user", "sent_at"}
+    await client.disconnect()
+
+
+async def test_message_is_stored_then_broadcast_to_every_member_sender_included():
+    alice, _ = await join("two-clients", "alice")
+    bob, _ = await join("two-clients", "bob")
+    await send(alice, {"message": "hi bob"})
+    to_alice = await alice.receive_json_from(timeout=TIMEOUT)
+    to_bob = await bob.receive_json_from(timeout=TIMEOUT)
+    assert to_alice == to_bob
+    assert to_alice["type"] == "chat.message"
+    assert to_alice["room"] == "two-clients"
+    assert to_alice["message"] == "hi bob"
+    assert to_alice["user"] == "alice"
+    stored = await Message.objects.aget(id=to_alice["id"])
+    assert stored.body == "hi bob"
+    assert to_alice["sent_at"] == stored.sent_at.isoformat()
+    await alice.disconnect()
+    await bob.disconnect()
+
+
+async def test_rooms_are_isolated():
+    red, _ = await join("red")
+    blue, _ = await join("blue")
+    await send(red, {"message": "for red only"})
+    assert (await red.receive_json_from(timeout=TIMEOUT))["message"] == "for red only"
+    assert await blue.receive_nothing(timeout=0.3)
+    await red.disconnect()
+    await blue.disconnect()
+
+
+async def test_message_is_in_the_database_before_it_is_broadcast(monkeypatch):
+    layer = get_channel_layer()
+    original = layer.group_send
+    seen: list[bool] = []
+
+    async def checking_group_send(group, message):
+        seen.append(await Message.objects.filter(id=message["id"]).aexists())
+        return await original(group, message)
+
+    monkeypatch.setattr(layer, "group_send", checking_group_send)
+    client, _ = await join("ordering")
+    await send(client, {"message": "persist me"})
+    await client.receive_json_from(timeout=TIMEOUT)
+    assert seen == [True]
+    await client.disconnect()
+
+
+async def test_reconnect_gets_the_message_in_history():
+    client, _ = await join("reconnect")
+    await send(client, {"message": "remember me"})
+    sent = await client.receive_json_from(timeout=TIMEOUT)
+    await client.disconnect()
+    again, history = await join("reconnect")
+    assert sent in history["messages"]
+    await again.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("query", "user"),
+    [
+        ("name=carol", "carol"),
+        ("name=", "anonymous"),
+        ("name=<script>", "anonymous"),
+        ("name=" + "n" * 33, "anonymous"),
+    ],
+)
+async def test_display_name(query, user):
+    client = await connect(f"/ws/chat/names/?{query}")
+    await client.receive_json_from(timeout=TIMEOUT)
+    await send(client, {"message": "hi"})
+    assert (await client.receive_json_from(timeout=TIMEOUT))["user"] == user
+    await client.disconnect()
+
+
+# --- Flooding ---------------------------------------------------------------------------------------------
+
+
+async def test_flood_is_rate_limited_then_closed(settings):
+    settings.WS_RATE_PER_SECOND = 0.001  # no refill during the test
+    settings.WS_RATE_BURST = 2
+    settings.WS_RATE_STRIKES = 3
+    client = await connect("/ws/echo/")
+    for _ in range(2):
+        await send(client, {"message": "ok"})
+        assert await client.receive_json_from(timeout=TIMEOUT) == {"message": "ok"}
+    for _ in range(3):
+        await send(client, {"message": "too many"})
+        assert (await client.receive_json_from(timeout=TIMEOUT))["code"] == "rate_limited"
+    await send(client, {"message": "one more"})
+    closed = await client.receive_output(timeout=TIMEOUT)
+    assert closed == {"type": "websocket.close", "code": 1008}
+
+
+# --- Dependencies down ---------------------------------------------------------------------------------
+
+
+async def test_storage_down_reports_the_message_as_not_stored(monkeypatch):
+    client, _ = await join("db-down")
+
+    def fail(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(Message.objects, "create", fail)
+    await send(client, {"message": "lost?"})
+    error = await client.receive_json_from(timeout=TIMEOUT)
+    assert error["code"] == "storage_unavailable"
+    assert await client.receive_nothing(timeout=0.3)  # nothing was broadcast
+    assert not await Message.objects.filter(body="lost?").aexists()
+    monkeypatch.undo()
+    await send(client, {"message": "retry"})  # the socket is still usable
+    assert (await client.receive_json_from(timeout=TIMEOUT))["message"] == "retry"
+    await client.disconnect()
+
+
+async def test_layer_down_on_send_acknowledges_the_stored_message_then_closes_1013(monkeypatch):
+    client, _ = await join("layer-down-send")
+    layer = get_channel_layer()
+
+    async def fail(*args, **kwargs):
+        raise ConnectionError("redis is gone")
+
+    monkeypatch.setattr(layer, "group_send", fail)
+    await send(client, {"message": "stored anyway"})
+    ack = await client.receive_json_from(timeout=TIMEOUT)
+    assert ack["type"] == "chat.message"
+    assert await Message.objects.filter(id=ack["id"], body="stored anyway").aexists()
+    error = await client.receive_json_from(timeout=TIMEOUT)
+    assert error["code"] == "layer_unavailable"
+    assert await client.receive_output(timeout=TIMEOUT) == {"type": "websocket.close", "code": 1013}
+
+
+@pytest.mark.parametrize(
+    ("target", "code"),
+    [("group_add", "layer_unavailable"), ("history", "storage_unavailable")],
+)
+async def test_dependency_down_on_connect_closes_1013(monkeypatch, target, code):
+    async def fail(*args, **kwargs):
+        raise ConnectionError("gone")
+
+    if target == "group_add":
+        monkeypatch.setattr(get_channel_layer(), "group_add", fail)
+    else:
+        monkeypatch.setattr(consumers.ChatConsumer, "_history", lambda self: fail())
+    client = await connect("/ws/chat/down-on-connect/")
+    error = await client.receive_json_from(timeout=TIMEOUT)
+    assert error == {"type": "error", "code": code, "detail": error["detail"]}
+    assert await client.receive_output(timeout=TIMEOUT) == {"type": "websocket.close", "code": 1013}
+
+
+async def test_silent_dependency_is_bounded_by_the_deadline(monkeypatch, settings):
+    import asyncio
+
+    settings.WS_DEPENDENCY_TIMEOUT = 0.2
+
+    async def hang(*args, **kwargs):
+        await asyncio.sleep(30)
+
+    monkeypatch.setattr(get_channel_layer(), "group_add", hang)
+    client = await connect("/ws/chat/hangs/")
+    assert (await client.receive_json_from(timeout=TIMEOUT))["code"] == "layer_unavailable"
+    assert (await client.receive_output(timeout=TIMEOUT))["code"] == 1013

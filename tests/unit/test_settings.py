@@ -1,0 +1,92 @@
+"""Production settings: what refuses to start, and what Django's deploy check says.
+
+Each case imports the settings in a fresh interpreter, since settings are read once at start-up.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+APP_DIR = Path(__file__).resolve().parents[2] / "app"
+PRODUCTION = {
+    "DJANGO_SECRET_KEY": "a-production-secret-key-that-is-long-and-random-enough-0123456789abcdef",
+    "DJANGO_ALLOWED_HOSTS": "chat.example.com",
+}
+
+
+def run_manage(*args: str, **overrides: str) -> subprocess.CompletedProcess[str]:
+    environment = {
+        key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "DATABASE"))
+    }
+    environment.update(overrides)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=APP_DIR,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_deploy_check_passes_with_production_settings():
+    result = run_manage("check", "--deploy", "--fail-level", "WARNING", **PRODUCTION)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "complaint"),
+    [
+        ({"DJANGO_SECRET_KEY": ""}, "DJANGO_SECRET_KEY"),
+        ({"DJANGO_ALLOWED_HOSTS": "*"}, "'*' is refused"),
+        ({"DJANGO_ALLOWED_HOSTS": "chat.example.com,*"}, "'*' is refused"),
+        ({"DJANGO_CSRF_TRUSTED_ORIGINS": "http://chat.example.com"}, "https://"),
+        (
+            {"CHANNEL_LAYER_BACKEND": "carrier-pigeon", "REDIS_URL": "redis://127.0.0.1:1"},
+            "CHANNEL_LAYER_BACKEND",
+        ),
+        ({"DJANGO_DEBUG": "perhaps"}, "DJANGO_DEBUG"),
+    ],
+)
+def test_production_refuses_unsafe_settings(overrides, complaint):
+    result = run_manage("check", **{**PRODUCTION, **overrides})
+    assert result.returncode != 0
+    assert complaint in result.stderr
+
+
+def test_https_trusted_origins_are_accepted():
+    result = run_manage("check", **PRODUCTION, DJANGO_CSRF_TRUSTED_ORIGINS="https://chat.example.com")
+    assert result.returncode == 0, result.stderr
+
+
+def test_debug_mode_runs_without_a_secret():
+    result = run_manage("check", DJANGO_DEBUG="1")
+    assert result.returncode == 0, result.stderr
+
+
+def test_plain_http_stack_fails_the_deploy_check():
+    """The TLS switch really switches: without it the deploy check names what is missing."""
+    result = run_manage("check", "--deploy", "--fail-level", "WARNING", **PRODUCTION, DJANGO_HTTPS="0")
+    assert result.returncode != 0
+    assert "SECURE_SSL_REDIRECT" in result.stderr
+
+
+def test_secret_from_file(tmp_path):
+    secret = tmp_path / "secret_key"
+    secret.write_text(PRODUCTION["DJANGO_SECRET_KEY"])
+    result = run_manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        DJANGO_SECRET_KEY_FILE=str(secret),
+        DJANGO_ALLOWED_HOSTS="chat.example.com",
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_loopback_hosts_stay_allowed_for_probes(settings):
+    assert {"localhost", "127.0.0.1", "[::1]"} <= set(settings.ALLOWED_HOSTS)
