@@ -9,7 +9,7 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
@@ -61,15 +61,76 @@ def storage_call(awaitable: Awaitable[T]) -> Awaitable[T]:
     return within_deadline(awaitable, ErrorCode.STORAGE_UNAVAILABLE)
 
 
+# The event a failed channel-layer read turns into (see GuardedConsumer.channel_receive).
+LAYER_FAILED = "layer.failed"
+
+
 class GuardedConsumer(AsyncWebsocketConsumer):
-    """Rate limiting and frame validation shared by every consumer; subclasses handle valid messages."""
+    """Size and rate limits, frame validation and heartbeats shared by every consumer.
+
+    Subclasses implement ``handle_message`` for valid messages.
+    """
+
+    heartbeat: asyncio.Task[None] | None = None
+    _layer_receive: Callable[[], Awaitable[dict[str, Any]]]
+
+    # Channels' AsyncConsumer.__call__ sets ``self.channel_receive`` to the channel layer's
+    # receive and runs it beside the client's receive; an exception there (Redis gone) would end
+    # the consumer and drop the socket with no close code. Every read goes through this wrapper
+    # instead, which turns the failure into a ``layer.failed`` event, handled like any other.
+    @property
+    def channel_receive(self) -> Callable[[], Awaitable[dict[str, Any]]]:
+        return self._receive_from_layer
+
+    @channel_receive.setter
+    def channel_receive(self, receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        self._layer_receive = receive
+
+    async def _receive_from_layer(self) -> dict[str, Any]:
+        if getattr(self, "_layer_failed", False):
+            # Already reported and closing: stop reading from a dead layer (no busy loop); the
+            # client's disconnect ends the consumer.
+            await asyncio.Event().wait()
+        try:
+            return await self._layer_receive()
+        except Exception as exc:
+            self._layer_failed = True
+            return {"type": LAYER_FAILED, "error": f"{type(exc).__name__}: {exc}"}
+
+    async def layer_failed(self, event: dict[str, Any]) -> None:
+        await self._unavailable(DependencyError(ErrorCode.LAYER_UNAVAILABLE, RuntimeError(event["error"])))
+
+    async def _unavailable(self, exc: DependencyError) -> None:
+        logger.warning("dependency unavailable, closing", extra={"error": str(exc)})
+        await self.send_error(exc.code, "the service is temporarily unavailable; reconnect later")
+        await self.close(code=CloseCode.TRY_AGAIN_LATER)
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         self.bucket = TokenBucket(settings.WS_RATE_PER_SECOND, settings.WS_RATE_BURST)
         self.strikes = 0
         await super().websocket_connect(message)
 
+    async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
+        await super().accept(subprotocol, headers)
+        if settings.WS_APP_HEARTBEAT > 0:
+            self.heartbeat = asyncio.create_task(self._beat(settings.WS_APP_HEARTBEAT))
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.cancel()
+        await super().websocket_disconnect(message)
+
+    async def _beat(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await self.send_json({"type": "heartbeat"})
+
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        size = len(bytes_data) if text_data is None else len(text_data.encode())
+        if size > settings.WS_MAX_MESSAGE_BYTES:
+            # What the servers with a size setting do themselves: close with "message too big".
+            await self.close(code=CloseCode.MESSAGE_TOO_BIG)
+            return
         if not self.bucket.allow():
             await self._refuse_flood()
             return
@@ -105,7 +166,13 @@ class GuardedConsumer(AsyncWebsocketConsumer):
 
 
 class EchoConsumer(GuardedConsumer):
-    """Sends every valid message straight back."""
+    """Sends every valid message straight back.
+
+    It talks to no other connection, so it joins no channel layer: no Redis read per socket, and
+    echo keeps working while Redis is down.
+    """
+
+    channel_layer_alias = "echo-uses-no-channel-layer"  # not in CHANNEL_LAYERS: Channels gives None
 
     async def handle_message(self, message: ClientMessage) -> None:
         await self.send_json({"message": message.text})
@@ -170,11 +237,6 @@ class ChatConsumer(GuardedConsumer):
     async def chat_message(self, event: dict[str, Any]) -> None:
         """A broadcast from the room (the layer dispatches type ``chat.message`` here)."""
         await self.send_json(event)
-
-    async def _unavailable(self, exc: DependencyError) -> None:
-        logger.warning("dependency unavailable, closing", extra={"room": self.room, "error": str(exc)})
-        await self.send_error(exc.code, "the service is temporarily unavailable; reconnect later")
-        await self.close(code=CloseCode.TRY_AGAIN_LATER)
 
     def _user_name(self) -> str:
         user = self.scope.get("user")

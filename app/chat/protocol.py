@@ -7,7 +7,8 @@ Bad input never closes the socket: it is answered with an error frame
 import json
 import re
 from dataclasses import dataclass
-from enum import IntEnum, StrEnum
+from enum import StrEnum
+from typing import Final
 
 
 class ErrorCode(StrEnum):
@@ -23,11 +24,12 @@ class ErrorCode(StrEnum):
     LAYER_UNAVAILABLE = "layer_unavailable"
 
 
-class CloseCode(IntEnum):
-    """Close codes the app sends (1009, frame too big, is sent by the server itself)."""
+class CloseCode:
+    """Close codes the app sends. Plain ints: some servers (Daphne) refuse int subclasses."""
 
-    POLICY_VIOLATION = 1008  # kept flooding after being rate limited
-    TRY_AGAIN_LATER = 1013  # the database or the channel layer is unavailable: reconnect later
+    POLICY_VIOLATION: Final = 1008  # kept flooding after being rate limited
+    MESSAGE_TOO_BIG: Final = 1009  # over WS_MAX_MESSAGE_BYTES (most servers close with it before the app)
+    TRY_AGAIN_LATER: Final = 1013  # the database or the channel layer is unavailable: reconnect later
 
 
 ROOM_NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")

@@ -2,6 +2,9 @@
 
 Every secret can also be given as a file: ``NAME_FILE=/run/secrets/name`` is read when
 ``NAME`` is not set, which is how Docker and Kubernetes secrets arrive.
+
+An empty value counts as unset: compose files pass ``NAME: ${NAME:-}`` through, and an unset
+variable there must mean "the default", not "empty".
 """
 
 import os
@@ -15,8 +18,9 @@ _FALSE = {"0", "false", "no", "off", ""}
 
 def get_str(name: str, default: str = "") -> str:
     """Return ``name`` from the environment, or the contents of ``name_FILE``, or ``default``."""
-    if name in os.environ:
-        return os.environ[name]
+    value = os.environ.get(name)
+    if value:
+        return value
     path = os.environ.get(f"{name}_FILE")
     if path:
         try:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from config import env
 
@@ -85,6 +86,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 DATABASE_URL = env.get_str("DATABASE_URL")
 if DATABASE_URL:
     _database = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
+    # The password may come apart from the URL (DATABASE_PASSWORD or DATABASE_PASSWORD_FILE), so
+    # the URL itself holds no secret.
+    _database["PASSWORD"] = env.get_str("DATABASE_PASSWORD", _database.get("PASSWORD") or "")
     if _database["ENGINE"] == "django.db.backends.postgresql":
         # Django's own pool (psycopg_pool): a bounded number of connections per process, returned at
         # the end of every request. It requires CONN_MAX_AGE = 0.
@@ -116,7 +120,18 @@ _LAYER_BACKENDS = {
 if REDIS_URL:
     if CHANNEL_LAYER_BACKEND not in _LAYER_BACKENDS:
         raise ImproperlyConfigured(f"CHANNEL_LAYER_BACKEND must be one of {sorted(_LAYER_BACKENDS)}")
-    _layer_config: dict[str, object] = {"hosts": [REDIS_URL]}
+    _redis_host = {
+        "address": REDIS_URL,
+        # redis-py times a socket out after 5 s by default, exactly as long as channels-redis blocks
+        # in BZPOPMIN waiting for a message: an idle consumer's receive would fail. Stay above it.
+        "socket_timeout": env.get_float("REDIS_SOCKET_TIMEOUT", 15.0),
+        "socket_connect_timeout": env.get_float("REDIS_CONNECT_TIMEOUT", 3.0),
+        # After a Redis restart the pool still holds connections to the old server: a command that
+        # fails on one is retried once on a fresh connection instead of failing the client.
+        "retry_on_error": [RedisConnectionError],
+        "health_check_interval": 30,
+    }
+    _layer_config: dict[str, object] = {"hosts": [_redis_host]}
     if CHANNEL_LAYER_BACKEND == "core":
         _layer_config["capacity"] = env.get_int("CHANNEL_LAYER_CAPACITY", 1000)
         _layer_config["expiry"] = env.get_int("CHANNEL_LAYER_EXPIRY", 60)
@@ -176,6 +191,13 @@ CHAT_MESSAGE_MAX_CHARS = env.get_int("CHAT_MESSAGE_MAX_CHARS", 2000)
 WS_RATE_PER_SECOND = env.get_float("WS_RATE_PER_SECOND", 20.0)
 WS_RATE_BURST = env.get_int("WS_RATE_BURST", 40)
 WS_RATE_STRIKES = env.get_int("WS_RATE_STRIKES", 20)
+# The largest WebSocket message, in bytes. Every server is started with this limit and closes a
+# bigger message with 1009; the consumers enforce it too, for servers that have no such setting.
+WS_MAX_MESSAGE_BYTES = env.get_int("WS_MAX_MESSAGE_BYTES", 65_536)
+# Seconds between application-level heartbeat frames ({"type": "heartbeat"}); 0 = off. Only the
+# start files of servers that cannot send WebSocket pings themselves turn it on, so that an idle
+# socket still carries traffic more often than the proxy's read timeout.
+WS_APP_HEARTBEAT = env.get_float("WS_APP_HEARTBEAT", 0.0)
 # Layer or database calls made by a consumer give up after this many seconds (no hang).
 WS_DEPENDENCY_TIMEOUT = env.get_float("WS_DEPENDENCY_TIMEOUT", 5.0)
 

@@ -28,11 +28,16 @@ async def check_database() -> None:
 
 
 async def check_channel_layer() -> None:
-    """Send a message to a fresh channel and read it back."""
+    """Send a message to a fresh channel and read it back.
+
+    The channel has the default prefix on purpose: channels-redis serves every process-local
+    channel of a prefix through one blocking read shared by the process, so a channel of its own
+    prefix would wait behind the consumers' read (up to 5 s) while any WebSocket is open.
+    """
     layer = get_channel_layer()
     if layer is None:
         raise RuntimeError("no channel layer configured")
-    channel = await layer.new_channel("readyz.")
+    channel = await layer.new_channel()
     await layer.send(channel, {"type": "readyz.ping"})
     message = await layer.receive(channel)
     if message.get("type") != "readyz.ping":

@@ -1,5 +1,6 @@
 """WebSocket consumers through the full ASGI application (origin, host and auth middleware included)."""
 
+import asyncio
 import json
 
 import pytest
@@ -285,8 +286,6 @@ async def test_dependency_down_on_connect_closes_1013(monkeypatch, target, code)
 
 
 async def test_silent_dependency_is_bounded_by_the_deadline(monkeypatch, settings):
-    import asyncio
-
     settings.WS_DEPENDENCY_TIMEOUT = 0.2
 
     async def hang(*args, **kwargs):
@@ -296,3 +295,76 @@ async def test_silent_dependency_is_bounded_by_the_deadline(monkeypatch, setting
     client = await connect("/ws/chat/hangs/")
     assert (await client.receive_json_from(timeout=TIMEOUT))["code"] == "layer_unavailable"
     assert (await client.receive_output(timeout=TIMEOUT))["code"] == 1013
+
+
+# --- Size limit and heartbeat ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/ws/echo/", "/ws/chat/sizes/"])
+async def test_message_over_the_size_limit_is_closed_1009(settings, path):
+    settings.WS_MAX_MESSAGE_BYTES = 100
+    client = await connect(path)
+    if "chat" in path:
+        await client.receive_json_from(timeout=TIMEOUT)
+    exactly = '{"message": "' + "z" * (100 - 15) + '"}'
+    assert len(exactly.encode()) == 100
+    await client.send_to(text_data=exactly)
+    assert (await client.receive_json_from(timeout=TIMEOUT))["message"] == "z" * 85
+    await client.send_to(text_data=exactly[:-2] + 'z"}')  # one byte more
+    assert await client.receive_output(timeout=TIMEOUT) == {"type": "websocket.close", "code": 1009}
+
+
+async def test_binary_over_the_size_limit_is_closed_1009(settings):
+    settings.WS_MAX_MESSAGE_BYTES = 100
+    client = await connect("/ws/echo/")
+    await client.send_to(bytes_data=b"b" * 101)
+    assert await client.receive_output(timeout=TIMEOUT) == {"type": "websocket.close", "code": 1009}
+
+
+async def test_heartbeat_frames_when_enabled(settings):
+    settings.WS_APP_HEARTBEAT = 0.05
+    client = await connect("/ws/echo/")
+    assert await client.receive_json_from(timeout=TIMEOUT) == {"type": "heartbeat"}
+    assert await client.receive_json_from(timeout=TIMEOUT) == {"type": "heartbeat"}
+    await client.disconnect()
+
+
+async def test_no_heartbeat_by_default():
+    client = await connect("/ws/echo/")
+    assert await client.receive_nothing(timeout=0.2)
+    await client.disconnect()
+
+
+# --- Channel-layer reads that fail ----------------------------------------------------------------
+
+
+async def test_failed_layer_read_gets_an_error_frame_and_a_1013_close(monkeypatch):
+    """Redis dying under an open socket: the consumer's layer read fails, the client is told."""
+    redis_dies = asyncio.Event()
+
+    async def receive(channel):
+        await redis_dies.wait()
+        raise ConnectionError("Connection closed by server.")
+
+    monkeypatch.setattr(get_channel_layer(), "receive", receive)
+    client, _ = await join("layer-read-fails")
+    redis_dies.set()
+    error = await client.receive_json_from(timeout=TIMEOUT)
+    assert error["type"] == "error"
+    assert error["code"] == "layer_unavailable"
+    assert await client.receive_output(timeout=TIMEOUT) == {"type": "websocket.close", "code": 1013}
+
+
+async def test_echo_joins_no_channel_layer(monkeypatch):
+    """Echo needs no other connection: a broken layer does not affect it."""
+    layer = get_channel_layer()
+
+    async def broken(*args, **kwargs):
+        raise ConnectionError("redis is gone")
+
+    monkeypatch.setattr(layer, "receive", broken)
+    monkeypatch.setattr(layer, "new_channel", broken)
+    client = await connect("/ws/echo/")
+    await send(client, {"message": "still echoing"})
+    assert await client.receive_json_from(timeout=TIMEOUT) == {"message": "still echoing"}
+    await client.disconnect()

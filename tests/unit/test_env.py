@@ -49,3 +49,9 @@ def test_malformed_values_are_refused(monkeypatch, reader):
 def test_list_drops_blanks(monkeypatch):
     monkeypatch.setenv("X_TEST", " a, ,b ,")
     assert env.get_list("X_TEST") == ["a", "b"]
+
+
+def test_empty_value_means_default(monkeypatch):
+    monkeypatch.setenv("X_TEST", "")
+    assert env.get_str("X_TEST", "fallback") == "fallback"
+    assert env.get_list("X_TEST", "a,b") == ["a", "b"]

@@ -3,6 +3,7 @@
 Each case imports the settings in a fresh interpreter, since settings are read once at start-up.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -90,3 +91,30 @@ def test_secret_from_file(tmp_path):
 
 def test_loopback_hosts_stay_allowed_for_probes(settings):
     assert {"localhost", "127.0.0.1", "[::1]"} <= set(settings.ALLOWED_HOSTS)
+
+
+def test_redis_layer_outlasts_the_blocking_read_and_retries_a_dead_connection():
+    """The layer's socket timeout must exceed channels-redis' 5 s BZPOPMIN, or idle sockets drop."""
+    script = (
+        "import django, json; django.setup(); from django.conf import settings; "
+        "from channels_redis.core import RedisChannelLayer; "
+        "host = settings.CHANNEL_LAYERS['default']['CONFIG']['hosts'][0]; "
+        "print(json.dumps({'timeout': host['socket_timeout'], 'brpop': RedisChannelLayer.brpop_timeout, "
+        "'retry': [e.__name__ for e in host['retry_on_error']]}))"
+    )
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("REDIS")}
+    environment.update(
+        PRODUCTION, REDIS_URL="redis://redis.invalid:6379/0", DJANGO_SETTINGS_MODULE="config.settings"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=APP_DIR,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    layer = json.loads(result.stdout)
+    assert layer["timeout"] > layer["brpop"]
+    assert layer["retry"] == ["ConnectionError"]
