@@ -1,0 +1,86 @@
+"""HTTP over real sockets, against every server: probes, API views, Host validation, proxy trust."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.harness import AppServer
+from tests.integration.helpers import http
+
+pytestmark = pytest.mark.integration
+
+
+def test_healthz(app_server: AppServer) -> None:
+    with http(app_server) as client:
+        response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_readyz_with_both_dependencies_up(app_server: AppServer) -> None:
+    with http(app_server) as client:
+        response = client.get("/readyz")
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": "ok", "checks": {"database": "ok", "channel_layer": "ok"}}
+
+
+@pytest.mark.parametrize("path", ["/api/ping", "/api/ping-sync"])
+def test_ping(app_server: AppServer, path: str) -> None:
+    with http(app_server) as client:
+        response = client.get(path)
+    assert response.status_code == 200
+    assert response.json() == {"pong": True}
+    assert response.headers["X-Request-ID"]
+
+
+def test_request_id_from_the_proxy_is_kept(app_server: AppServer) -> None:
+    with http(app_server) as client:
+        response = client.get("/api/ping", headers={"X-Request-ID": "req-123.abc"})
+    assert response.headers["X-Request-ID"] == "req-123.abc"
+
+
+def test_db_reads_the_seeded_rows_from_postgresql(app_server: AppServer) -> None:
+    with http(app_server) as client:
+        response = client.get("/api/db")
+    assert response.status_code == 200, response.text
+    items = response.json()["items"]
+    assert len(items) == 20
+    assert [item["id"] for item in items] == sorted(item["id"] for item in items)
+    assert items[0]["name"] == "Item 001"
+    assert items[-1]["name"] == "Item 020"
+    assert all(isinstance(item["price_cents"], int) for item in items)
+
+
+def test_whoami_names_the_server_and_the_client(app_server: AppServer) -> None:
+    with http(app_server) as client:
+        response = client.get("/api/whoami")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["server"] == app_server.server
+    assert body["client_ip"] == "127.0.0.1"
+    assert body["scheme"] == "http"
+    assert body["http_version"] == "HTTP/1.1"
+
+
+def test_forwarded_headers_are_believed_from_a_trusted_proxy(app_server: AppServer) -> None:
+    # TRUSTED_PROXIES=127.0.0.1/32: this client is the proxy.
+    headers = {"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https"}
+    with http(app_server) as client:
+        body = client.get("/api/whoami", headers=headers).json()
+    assert body["client_ip"] == "6.6.6.6"
+    assert body["scheme"] == "https"
+
+
+@pytest.mark.parametrize("path", ["/api/ping", "/"])
+def test_a_foreign_host_is_refused(app_server: AppServer, path: str) -> None:
+    with http(app_server) as client:
+        response = client.get(path, headers={"Host": "evil.example"})
+    assert response.status_code == 400
+
+
+def test_chat_page(app_server: AppServer) -> None:
+    with http(app_server) as client:
+        response = client.get("/")
+    assert response.status_code == 200
+    assert "text/html" in response.headers["Content-Type"]
+    assert response.headers["X-Frame-Options"] == "DENY"
