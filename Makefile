@@ -1,0 +1,146 @@
+# One entry point for every task: `make help` lists them.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+# --- Settings (override on the command line: make up SERVER=daphne REPLICAS=2) --------------------
+SERVER ?= uvicorn
+REPLICAS ?= 1
+TLS ?= 0
+HTTP_PORT ?= 8000
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PROJECT ?= realtime-django
+
+# The server variants, from the one registry (deploy/servers.txt).
+SERVERS := $(shell awk '!/^\#/ && NF { print $$1 }' deploy/servers.txt)
+# Which variant serves /ws/ for SERVER (itself, or an ASGI sidecar for WSGI-only servers).
+WS_SERVER := $(shell awk -v s="$(SERVER)" '!/^\#/ && $$1 == s { print $$2 }' deploy/servers.txt)
+
+# Air-gapped build: stand-in base images and a local wheelhouse (deploy/offline/README.md).
+# OFFLINE=1 forces it, OFFLINE=0 forbids it; left unset, it is on once `make offline-images` has
+# built the stand-ins (their python image exists locally).
+ifeq ($(origin OFFLINE),undefined)
+OFFLINE := $(shell docker image inspect "$$(sed -n 's/^PYTHON_IMAGE=//p' deploy/offline/images.env)" \
+	>/dev/null 2>&1 && echo 1 || echo 0)
+endif
+ifeq ($(OFFLINE),1)
+include deploy/offline/images.env
+export PYTHON_IMAGE NGINX_IMAGE REDIS_IMAGE POSTGRES_IMAGE
+export OFFLINE_WHEELS := 1
+endif
+
+# `docker compose` (v2) when present, else `docker-compose` (v1.29).
+COMPOSE_BIN := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+COMPOSE_PROFILES_ARGS := $(if $(filter-out $(SERVER),$(WS_SERVER)),--profile sidecar)
+COMPOSE := $(COMPOSE_BIN) -p $(PROJECT) $(COMPOSE_PROFILES_ARGS)
+export SERVER WS_SERVER TLS HTTP_PORT
+export WS_HOST := $(if $(filter-out $(SERVER),$(WS_SERVER)),ws,app)
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN { FS = ":.*## " } /^[a-z0-9-]+:.*## / { printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+	@echo; echo "  SERVER = one of: $(SERVERS)"
+
+# --- Local development ---------------------------------------------------------------------------
+$(VENV)/.installed: requirements/dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements/dev.txt
+	touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed ## Create the virtualenv from the lock file
+
+.PHONY: dev
+dev: venv ## Run the app on the embedded defaults (SQLite, in-memory layer) on http://127.0.0.1:8000
+	cd app && export DJANGO_DEBUG=1 DJANGO_HTTPS=0 && ../$(PY) manage.py migrate --noinput \
+	  && exec ../$(VENV)/bin/uvicorn config.asgi:application --host 127.0.0.1 --port 8000 --reload
+
+.PHONY: lint
+lint: venv ## ruff, shellcheck and hadolint (settings: pyproject.toml, .shellcheckrc, .hadolint.yaml)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	shellcheck .ci/run $$(find . -name '*.sh' -not -path './.venv/*' -not -path './.cache/*')
+	$(VENV)/bin/hadolint $$(find deploy -name Dockerfile -o -name '*.Dockerfile')
+
+.PHONY: lock
+lock: ## Re-resolve requirements/*.txt from pyproject.toml (needs uv)
+	uv pip compile pyproject.toml --universal --python-version 3.11 --quiet -o requirements/runtime.txt
+	uv pip compile pyproject.toml --extra dev --extra loadtest --universal --python-version 3.11 \
+	  -c requirements/runtime.txt --quiet -o requirements/dev.txt
+
+# --- Tests ---------------------------------------------------------------------------------------
+.PHONY: test
+test: lint test-unit test-services test-integration test-deploy test-e2e ## Every test (what CI runs)
+
+.PHONY: test-unit
+test-unit: venv ## Unit tests on the embedded defaults, the Nginx config, the load-test users
+	$(VENV)/bin/pytest tests/unit tests/nginx tests/loadtests -q -m "not integration and not e2e"
+
+.PHONY: test-services
+test-services: venv ## The unit tests again, on a throwaway PostgreSQL and Redis
+	$(PY) -m tests.harness services -- $(VENV)/bin/pytest tests/unit -q
+
+.PHONY: test-integration
+test-integration: venv ## Real server processes, Redis and PostgreSQL, over real sockets
+	$(VENV)/bin/pytest tests/integration -q -m integration
+
+.PHONY: test-deploy
+test-deploy: venv ## Production material: systemd units, Kubernetes overlays
+	$(VENV)/bin/pytest tests/deploy -q
+
+.PHONY: test-e2e
+test-e2e: venv ## The compose stack through Nginx, for every variant (needs Docker)
+	$(VENV)/bin/pytest tests/e2e -q -m e2e
+
+# --- The stack -----------------------------------------------------------------------------------
+.PHONY: check-server
+check-server:
+	@if [ -z "$(filter $(SERVER),$(SERVERS))" ]; then \
+	  echo "Unknown SERVER '$(SERVER)'. Valid: $(SERVERS)" >&2; exit 2; fi
+
+.PHONY: secrets
+secrets: ## Generate local random secrets under .cache/secrets (once)
+	@scripts/make-secrets.sh .cache/secrets
+
+.PHONY: build
+build: check-server secrets $(if $(filter 1,$(OFFLINE)),wheelhouse) ## Build the app image
+	$(COMPOSE) build app
+
+.PHONY: up
+up: check-server build ## Start the stack: make up SERVER=<variant> [REPLICAS=n] [TLS=1]
+	$(COMPOSE) up -d --scale app=$(REPLICAS) $(if $(COMPOSE_PROFILES_ARGS),--scale ws=$(REPLICAS)) --remove-orphans
+	scripts/wait-healthy.sh $(PROJECT) 180
+	@echo "$(SERVER) is up: http://127.0.0.1:$(HTTP_PORT)/"
+
+.PHONY: down
+down: ## Stop the stack (data kept)
+	$(COMPOSE_BIN) -p $(PROJECT) --profile sidecar down --remove-orphans
+
+.PHONY: clean
+clean: ## Stop the stack and drop its volumes (database included)
+	$(COMPOSE_BIN) -p $(PROJECT) --profile sidecar down --remove-orphans --volumes
+
+.PHONY: logs
+logs: ## Follow the stack's logs
+	$(COMPOSE) logs -f --tail=100
+
+.PHONY: ps
+ps: ## List the stack's containers
+	$(COMPOSE) ps
+
+.PHONY: shell
+shell: ## A Django shell in an app container
+	$(COMPOSE) exec app python manage.py shell
+
+# --- Air-gapped build ----------------------------------------------------------------------------
+.PHONY: wheelhouse
+wheelhouse: ## Build requirements/wheelhouse/ from the lock file with the host's pip
+	deploy/offline/build-wheelhouse.sh
+
+.PHONY: offline-images
+offline-images: ## Build stand-in base images from Debian packages (no registry needed)
+	deploy/offline/build-images.sh

@@ -1,0 +1,35 @@
+# shellcheck shell=sh
+# Sourced by every start file in this folder: the defaults shared by all servers, defined once.
+# Each value can be overridden from the environment (compose passes an empty string when unset,
+# which also means "use the default").
+
+# Processes per container: the CPUs this container may use (its cgroup quota, else the CPU count).
+cpu_count() {
+    if [ -r /sys/fs/cgroup/cpu.max ]; then                       # cgroup v2: "<quota> <period>"
+        read -r quota period < /sys/fs/cgroup/cpu.max
+    elif [ -r /sys/fs/cgroup/cpu/cpu.cfs_quota_us ]; then        # cgroup v1
+        read -r quota < /sys/fs/cgroup/cpu/cpu.cfs_quota_us
+        read -r period < /sys/fs/cgroup/cpu/cpu.cfs_period_us
+    fi
+    if [ -n "${quota:-}" ] && [ "$quota" != max ] && [ "$quota" -gt 0 ] 2>/dev/null; then
+        echo $(( (quota + period - 1) / period ))
+    else
+        nproc
+    fi
+}
+
+: "${PORT:=8000}"                     # where the server listens (Nginx's APP_PORT)
+: "${WEB_CONCURRENCY:=$(cpu_count)}"  # server processes
+: "${WS_MAX_MESSAGE_BYTES:=65536}"    # largest WebSocket message; bigger ones are closed with 1009
+: "${WS_PING_INTERVAL:=20}"           # seconds between pings, below Nginx's WS_READ_TIMEOUT (60)
+: "${WS_PING_TIMEOUT:=20}"            # a peer that does not answer a ping in time is dropped
+: "${GRACEFUL_TIMEOUT:=20}"           # seconds to finish in-flight work on SIGTERM (< stop grace 30 s)
+: "${KEEPALIVE_TIMEOUT:=75}"          # idle keep-alive seconds, above Nginx's upstream idle time (60)
+export PORT WEB_CONCURRENCY WS_MAX_MESSAGE_BYTES WS_PING_INTERVAL WS_PING_TIMEOUT GRACEFUL_TIMEOUT KEEPALIVE_TIMEOUT
+
+# shellcheck disable=SC2034  # used by the start files that source this one
+ASGI_APP=config.asgi:application
+# shellcheck disable=SC2034
+WSGI_APP=config.wsgi:application
+# Proxy trust is the app's job (TRUSTED_PROXIES, one rule for every server): the servers' own
+# X-Forwarded-* handling stays off so no server rewrites the client address a second way.

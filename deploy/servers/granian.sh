@@ -1,0 +1,18 @@
+#!/bin/sh
+# Granian (Rust HTTP core) in ASGI mode. It has no WebSocket ping or message-size setting: the app
+# sends heartbeat frames instead of pings (WS_APP_HEARTBEAT) and enforces WS_MAX_MESSAGE_BYTES
+# itself, closing a bigger message with 1009 like the other servers.
+set -eu
+# shellcheck source=common.sh
+. "$(dirname "$0")/common.sh"
+export WS_APP_HEARTBEAT="$WS_PING_INTERVAL"
+
+exec granian "$ASGI_APP" \
+    --interface asgi \
+    --host 0.0.0.0 --port "$PORT" \
+    --workers "$WEB_CONCURRENCY" \
+    --loop uvloop --http 1 --ws \
+    --workers-kill-timeout "$GRACEFUL_TIMEOUT" \
+    --respawn-failed-workers \
+    --no-reload \
+    --access-log

@@ -1,0 +1,18 @@
+#!/bin/sh
+# Gunicorn's native ASGI worker: HTTP and WebSockets in one server. It has no WebSocket ping
+# setting, so the app sends heartbeat frames (WS_APP_HEARTBEAT) to keep idle sockets alive.
+set -eu
+# shellcheck source=common.sh
+. "$(dirname "$0")/common.sh"
+export WS_APP_HEARTBEAT="$WS_PING_INTERVAL"
+
+exec gunicorn "$ASGI_APP" \
+    --bind "0.0.0.0:$PORT" \
+    --workers "$WEB_CONCURRENCY" --worker-class asgi \
+    --asgi-loop uvloop --asgi-lifespan off \
+    --websocket-max-message-size "$WS_MAX_MESSAGE_BYTES" \
+    --graceful-timeout "$GRACEFUL_TIMEOUT" \
+    --keep-alive "$KEEPALIVE_TIMEOUT" \
+    --forwarded-allow-ips "" \
+    --access-logfile - \
+    --access-logformat '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'

@@ -1,0 +1,14 @@
+#!/bin/sh
+# Gunicorn with sync WSGI workers: HTTP only. WSGI cannot carry WebSockets, so in this variant
+# Nginx sends /ws/ to an ASGI sidecar (see deploy/servers.txt), the split many teams run.
+set -eu
+# shellcheck source=common.sh
+. "$(dirname "$0")/common.sh"
+
+exec gunicorn "$WSGI_APP" \
+    --bind "0.0.0.0:$PORT" \
+    --workers "$WEB_CONCURRENCY" --worker-class sync \
+    --graceful-timeout "$GRACEFUL_TIMEOUT" --timeout 30 \
+    --forwarded-allow-ips "" \
+    --access-logfile - \
+    --access-logformat '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'

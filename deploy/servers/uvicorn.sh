@@ -1,0 +1,19 @@
+#!/bin/sh
+# Uvicorn: uvloop + httptools, the websockets protocol library, one process per CPU.
+set -eu
+# shellcheck source=common.sh
+. "$(dirname "$0")/common.sh"
+
+exec uvicorn "$ASGI_APP" \
+    --host 0.0.0.0 --port "$PORT" \
+    --workers "$WEB_CONCURRENCY" \
+    --loop uvloop --http httptools --ws websockets \
+    --ws-max-size "$WS_MAX_MESSAGE_BYTES" \
+    --ws-ping-interval "$WS_PING_INTERVAL" --ws-ping-timeout "$WS_PING_TIMEOUT" \
+    --ws-per-message-deflate false \
+    --timeout-graceful-shutdown "$GRACEFUL_TIMEOUT" \
+    --timeout-keep-alive "$KEEPALIVE_TIMEOUT" \
+    --no-proxy-headers \
+    --no-server-header \
+    --lifespan off \
+    --access-log
