@@ -1,0 +1,158 @@
+"""Scenario settings, read from Locust's parsed options (CLI, environment, web UI form).
+
+Pure: the options arrive as a plain namespace, so these functions are unit tested without
+Locust. Every reader tolerates a missing namespace or attribute (Locust used as a library) and
+falls back to the documented default.
+"""
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from loadtests.lib import names
+from loadtests.lib.urls import normalize_ws_url, origin_of, ws_base_url
+
+# The server allows about 20 frames/s per connection (a token bucket with a burst). Scenarios
+# measure latency, not the rate limiter, so no user sends faster than this.
+MIN_SEND_INTERVAL = 0.06
+ROOM_NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")  # the app's rule for room names
+
+
+def _get(options: Any, name: str, default: Any) -> Any:
+    value = getattr(options, name, None) if options is not None else None
+    return default if value is None or value == "" else value
+
+
+@dataclass(frozen=True)
+class WsSettings:
+    base: str  # ws(s)://host[:port][/prefix]
+    origin: str
+    timeout: float  # handshake and reply timeout, seconds
+
+
+def ws_settings(host: str | None, options: Any) -> WsSettings:
+    explicit = _get(options, "ws_url", "")
+    base = normalize_ws_url(explicit) if explicit else ws_base_url(host)
+    origin = _get(options, "ws_origin", "") or origin_of(host)
+    timeout = float(_get(options, "ws_timeout", 10.0))
+    if timeout <= 0:
+        raise ValueError("--ws-timeout must be > 0")
+    return WsSettings(base=base, origin=origin, timeout=timeout)
+
+
+def send_interval(value: Any, option: str) -> float:
+    interval = float(value)
+    if not math.isfinite(interval) or interval < MIN_SEND_INTERVAL:
+        raise ValueError(f"{option} must be >= {MIN_SEND_INTERVAL} s (the server rate-limits faster senders)")
+    return interval
+
+
+def parse_endpoint_weights(spec: str | None) -> dict[str, int]:
+    """``"ping,db:3"`` → ``{"ping": 1, "db": 3}``; empty or ``all`` → every endpoint, equal weights."""
+    text = (spec or "").strip()
+    if text in ("", "all"):
+        return dict.fromkeys(names.HTTP_ENDPOINTS, 1)
+    weights: dict[str, int] = {}
+    for item in text.split(","):
+        key, _, raw_weight = item.strip().partition(":")
+        if key not in names.HTTP_ENDPOINTS:
+            raise ValueError(f"unknown endpoint {key!r}; choose from {', '.join(names.HTTP_ENDPOINTS)}")
+        try:
+            weight = int(raw_weight) if raw_weight else 1
+        except ValueError:
+            raise ValueError(f"weight of {key!r} must be an integer, got {raw_weight!r}") from None
+        if weight < 1:
+            raise ValueError(f"weight of {key!r} must be >= 1")
+        weights[key] = weight
+    return weights
+
+
+def room_names(base: str, count: int) -> list[str]:
+    """``count`` rooms: the base name itself for one room, ``base-1`` … ``base-N`` for several."""
+    if count < 1:
+        raise ValueError("--chat-rooms must be >= 1")
+    rooms = [base] if count == 1 else [f"{base}-{i}" for i in range(1, count + 1)]
+    for room in rooms:
+        if not ROOM_NAME.match(room):
+            raise ValueError(f"room name {room!r} is not 1-100 of letters, digits, '-', '_', '.'")
+    return rooms
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    rooms: list[str]
+    senders_per_room: int
+    interval: float  # seconds between two messages of one sender
+    ack_timeout: float
+
+    @property
+    def senders(self) -> int:
+        return self.senders_per_room * len(self.rooms)
+
+
+def chat_settings(options: Any) -> ChatSettings:
+    rooms = room_names(str(_get(options, "chat_room", "loadtest")), int(_get(options, "chat_rooms", 1)))
+    senders_per_room = int(_get(options, "chat_senders_per_room", 1))
+    if senders_per_room < 1:
+        raise ValueError("--chat-senders-per-room must be >= 1 (idle room members: the capacity scenario)")
+    ack_timeout = float(_get(options, "chat_ack_timeout", 10.0))
+    if ack_timeout <= 0:
+        raise ValueError("--chat-ack-timeout must be > 0")
+    return ChatSettings(
+        rooms=rooms,
+        senders_per_room=senders_per_room,
+        interval=send_interval(_get(options, "chat_interval", 1.0), "--chat-interval"),
+        ack_timeout=ack_timeout,
+    )
+
+
+@dataclass(frozen=True)
+class CapacitySettings:
+    path: str
+    ping_interval: float
+    settle: float
+    memory_containers: str
+    memory_cgroups: list[str]
+    memory_pids: list[int]
+    report: str
+
+    @property
+    def measures_memory(self) -> bool:
+        return bool(self.memory_containers or self.memory_cgroups or self.memory_pids)
+
+
+def _csv(value: Any) -> list[str]:
+    return [item.strip() for item in str(value).split(",") if item.strip()]
+
+
+def capacity_settings(options: Any) -> CapacitySettings:
+    path = str(_get(options, "capacity_path", names.ECHO_PATH))
+    if not path.startswith("/"):
+        raise ValueError("--capacity-path must be an absolute path such as /ws/echo/")
+    ping_interval = float(_get(options, "capacity_ping_interval", 20.0))
+    settle = float(_get(options, "capacity_settle", 5.0))
+    if ping_interval <= 0 or settle < 0:
+        raise ValueError("--capacity-ping-interval must be > 0 and --capacity-settle >= 0")
+    try:
+        pids = [int(pid) for pid in _csv(_get(options, "capacity_memory_pids", ""))]
+    except ValueError:
+        raise ValueError("--capacity-memory-pids must be a comma-separated list of process ids") from None
+    return CapacitySettings(
+        path=path,
+        ping_interval=ping_interval,
+        settle=settle,
+        memory_containers=str(_get(options, "capacity_memory_containers", "")),
+        memory_cgroups=_csv(_get(options, "capacity_memory_cgroups", "")),
+        memory_pids=pids,
+        report=str(_get(options, "capacity_report", "")),
+    )
+
+
+def echo_interval(options: Any) -> float:
+    """Seconds between two echo messages of one user (constant pacing)."""
+    return send_interval(_get(options, "echo_interval", 0.1), "--echo-interval")
+
+
+def http_weights(options: Any) -> dict[str, int]:
+    return parse_endpoint_weights(_get(options, "http_endpoints", ""))

@@ -1,0 +1,1 @@
+"""One locustfile per scenario; ``loadtests/locustfile.py`` picks one by ``SCENARIO``."""
