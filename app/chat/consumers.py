@@ -3,9 +3,14 @@
 A chat message is stored in the database first, then broadcast to the room, the sender included.
 The sender's copy is its acknowledgement, so an acknowledged message is always in the database;
 a message that could not be stored is answered with ``storage_unavailable`` and never broadcast.
+
+Room memberships are leases: a member renews its own every third of the layer's group expiry, so
+the members of a process that died without leaving (SIGKILL, out of memory, a server that never
+calls ``disconnect()``) drop out of the room within that expiry on their own.
 """
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -71,8 +76,39 @@ class GuardedConsumer(AsyncWebsocketConsumer):
     Subclasses implement ``handle_message`` for valid messages.
     """
 
-    heartbeat: asyncio.Task[None] | None = None
     _layer_receive: Callable[[], Awaitable[dict[str, Any]]]
+    _closing = False  # an error close is on its way: report a dead dependency once
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        self._background: set[asyncio.Task[None]] = set()
+        try:
+            await super().__call__(scope, receive, send)
+        except asyncio.CancelledError:
+            await self._stopped_by_server()
+
+    async def _stopped_by_server(self) -> None:
+        """The server cancelled this connection: it is stopping, and sends no websocket.disconnect.
+
+        Daphne cancels every connection on SIGTERM; Hypercorn and Gunicorn's ASGI worker do when
+        their graceful timeout ends. Close with 1012 (service restart) so the client reconnects to
+        another replica at once, and run ``disconnect()`` so the room membership leaves the layer.
+        This is the connection's last act, so it ends normally instead of re-raising: Daphne waits
+        for all cancelled connections only as long as none of them raises.
+        """
+        self._stop_background()
+        with contextlib.suppress(Exception):  # the socket may be gone already
+            await self.close(code=CloseCode.SERVICE_RESTART)
+        await self.disconnect(CloseCode.SERVICE_RESTART)
+
+    def start_background(self, work: Awaitable[None]) -> None:
+        """Run ``work`` beside the connection; it is cancelled when the connection ends."""
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _stop_background(self) -> None:
+        for task in list(self._background):
+            task.cancel()
 
     # Channels' AsyncConsumer.__call__ sets ``self.channel_receive`` to the channel layer's
     # receive and runs it beside the client's receive; an exception there (Redis gone) would end
@@ -101,6 +137,9 @@ class GuardedConsumer(AsyncWebsocketConsumer):
         await self._unavailable(DependencyError(ErrorCode.LAYER_UNAVAILABLE, RuntimeError(event["error"])))
 
     async def _unavailable(self, exc: DependencyError) -> None:
+        if self._closing:
+            return
+        self._closing = True
         logger.warning("dependency unavailable, closing", extra={"error": str(exc)})
         await self.send_error(exc.code, "the service is temporarily unavailable; reconnect later")
         await self.close(code=CloseCode.TRY_AGAIN_LATER)
@@ -113,11 +152,10 @@ class GuardedConsumer(AsyncWebsocketConsumer):
     async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
         await super().accept(subprotocol, headers)
         if settings.WS_APP_HEARTBEAT > 0:
-            self.heartbeat = asyncio.create_task(self._beat(settings.WS_APP_HEARTBEAT))
+            self.start_background(self._beat(settings.WS_APP_HEARTBEAT))
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
-        if self.heartbeat is not None:
-            self.heartbeat.cancel()
+        self._stop_background()
         await super().websocket_disconnect(message)
 
     async def _beat(self, interval: float) -> None:
@@ -178,6 +216,11 @@ class EchoConsumer(GuardedConsumer):
         await self.send_json({"message": message.text})
 
 
+def membership_renewal_interval(layer: Any) -> float:
+    """A third of the layer's group expiry: a member survives two failed renewals in a row."""
+    return max(1.0, float(getattr(layer, "group_expiry", 86400)) / 3)
+
+
 def room_group(room: str) -> str:
     """Channel-layer group of a room. Hashed: group names must stay under 100 characters."""
     return "chat." + hashlib.blake2s(room.encode(), digest_size=16).hexdigest()
@@ -207,11 +250,24 @@ class ChatConsumer(GuardedConsumer):
         except DependencyError as exc:
             await self._unavailable(exc)
             return
+        self.start_background(self._renew_membership(membership_renewal_interval(self.channel_layer)))
         await self.send_json({"type": "chat.history", "room": self.room, "messages": history})
+
+    async def _renew_membership(self, interval: float) -> None:
+        """Re-join the room every ``interval`` seconds: the layer forgets members older than its
+        group expiry, so only the members of dead processes age out."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await layer_call(self.channel_layer.group_add(self.group, self.channel_name))
+            except DependencyError as exc:
+                await self._unavailable(exc)
+                return
 
     async def disconnect(self, code: int) -> None:
         if not self.joined:
             return
+        self.joined = False  # leave once, whether the server or a cancellation got here first
         try:
             await layer_call(self.channel_layer.group_discard(self.group, self.channel_name))
         except DependencyError as exc:

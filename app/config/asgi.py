@@ -11,6 +11,14 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django_asgi_app = get_asgi_application()
 
+from django.conf import settings  # noqa: E402
+
+if settings.ASGI_FAST_PATH:
+    # Django's handler without per-request thread hops (core/fastpath); ASGI_FAST_PATH=0 keeps Django's.
+    from core.fastpath.handler import FastASGIHandler
+
+    django_asgi_app = FastASGIHandler()
+
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402

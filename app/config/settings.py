@@ -53,6 +53,8 @@ INSTALLED_APPS = [
 
 # Every middleware here runs on both the sync (WSGI) and async (ASGI) paths. Order matters:
 # the proxy fix comes first so that everything after it sees the real client address and scheme.
+# With the fast path, the ASGI handler builds Django's three classes below from their inline
+# variants (core/fastpath/middleware.py); the names stay Django's, which the deploy checks look for.
 MIDDLEWARE = [
     "core.middleware.trusted_proxy_middleware",
     "core.middleware.request_id_middleware",
@@ -117,6 +119,11 @@ _LAYER_BACKENDS = {
     "core": "channels_redis.core.RedisChannelLayer",
     "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
 }
+# Seconds a room membership lasts unless renewed (core and in-memory layers; channels-redis' own
+# default is a day). Live members renew theirs every third of it (chat/consumers.py), so only the
+# members of a process that died without leaving (SIGKILL, out of memory, a server that never calls
+# disconnect()) age out, within this time. Pub/sub memberships end with their Redis connection.
+CHANNEL_LAYER_GROUP_EXPIRY = env.get_int("CHANNEL_LAYER_GROUP_EXPIRY", 120)
 if REDIS_URL:
     if CHANNEL_LAYER_BACKEND not in _LAYER_BACKENDS:
         raise ImproperlyConfigured(f"CHANNEL_LAYER_BACKEND must be one of {sorted(_LAYER_BACKENDS)}")
@@ -135,9 +142,15 @@ if REDIS_URL:
     if CHANNEL_LAYER_BACKEND == "core":
         _layer_config["capacity"] = env.get_int("CHANNEL_LAYER_CAPACITY", 1000)
         _layer_config["expiry"] = env.get_int("CHANNEL_LAYER_EXPIRY", 60)
+        _layer_config["group_expiry"] = CHANNEL_LAYER_GROUP_EXPIRY
     CHANNEL_LAYERS = {"default": {"BACKEND": _LAYER_BACKENDS[CHANNEL_LAYER_BACKEND], "CONFIG": _layer_config}}
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"group_expiry": CHANNEL_LAYER_GROUP_EXPIRY},
+        }
+    }
 
 # --- Proxy, HTTPS and security headers ------------------------------------------------------------
 
@@ -182,6 +195,10 @@ STORAGES = {
 }
 
 # --- The application's own knobs -------------------------------------------------------------------
+
+# The ASGI fast path (core/fastpath): Django's request path without per-request thread hops.
+# 0 runs Django's stock ASGIHandler and middleware, for comparison (make bench runs both).
+ASGI_FAST_PATH = env.get_bool("ASGI_FAST_PATH", default=True)
 
 SERVER_VARIANT = env.get_str("SERVER", "unknown")  # which server runs this process (/api/whoami)
 READINESS_TIMEOUT = env.get_float("READINESS_TIMEOUT", 2.0)  # seconds per dependency in /readyz

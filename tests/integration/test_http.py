@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
 import pytest
 
 from tests.harness import AppServer
@@ -84,3 +87,27 @@ def test_chat_page(app_server: AppServer) -> None:
     assert response.status_code == 200
     assert "text/html" in response.headers["Content-Type"]
     assert response.headers["X-Frame-Options"] == "DENY"
+
+
+DB_POOL_MAX_SIZE = 8  # settings.DATABASE_POOL_MAX_SIZE's default: the harness does not change it
+
+
+def test_db_connections_stay_within_the_pool_and_are_returned(
+    app_server: AppServer, database: psycopg.Connection
+) -> None:
+    """Concurrent /api/db requests: PostgreSQL sees at most the pool, and nothing is left checked out."""
+
+    def fetch(_: int) -> int:
+        with http(app_server) as client:
+            return client.get("/api/db").status_code
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        statuses = list(pool.map(fetch, range(200)))
+    assert statuses == [200] * 200
+    sessions = database.execute(
+        "SELECT state, xact_start FROM pg_stat_activity WHERE application_name = %s", (app_server.server,)
+    ).fetchall()
+    assert 0 < len(sessions) <= DB_POOL_MAX_SIZE
+    # Returned to the pool: idle, no transaction left open.
+    assert {state for state, _ in sessions} == {"idle"}
+    assert {xact_start for _, xact_start in sessions} == {None}

@@ -368,3 +368,83 @@ async def test_echo_joins_no_channel_layer(monkeypatch):
     await send(client, {"message": "still echoing"})
     assert await client.receive_json_from(timeout=TIMEOUT) == {"message": "still echoing"}
     await client.disconnect()
+
+
+# --- Server shutdown and membership leases ----------------------------------------------------------
+
+
+def members(room: str) -> dict[str, float]:
+    """The in-memory layer's members of a room: channel name -> time of its last (re)join."""
+    return dict(get_channel_layer().groups.get(room_group(room), {}))
+
+
+async def test_server_cancelling_a_chat_socket_closes_it_1012_and_leaves_the_room():
+    """Daphne on SIGTERM (and Hypercorn, Gunicorn's ASGI worker after their graceful timeout)
+    cancel the connection's task instead of sending websocket.disconnect."""
+    client, _ = await join("server-stops")
+    assert len(members("server-stops")) == 1
+    client.future.cancel()
+    assert await client.receive_output(timeout=TIMEOUT) == {"type": "websocket.close", "code": 1012}
+    await asyncio.wait_for(client.future, TIMEOUT)  # ends normally: the server waits for every one
+    assert members("server-stops") == {}
+
+
+async def test_server_cancelling_an_echo_socket_closes_it_1012():
+    client = await connect("/ws/echo/")
+    client.future.cancel()
+    assert await client.receive_output(timeout=TIMEOUT) == {"type": "websocket.close", "code": 1012}
+
+
+@pytest.mark.parametrize(
+    ("group_expiry", "interval"),
+    [(120, 40.0), (30, 10.0), (2, 1.0), (None, 28800.0)],
+    ids=["default", "short", "floor-1s", "layer-without-expiry"],
+)
+def test_membership_renewal_interval(group_expiry, interval):
+    layer = object() if group_expiry is None else type("Layer", (), {"group_expiry": group_expiry})()
+    assert consumers.membership_renewal_interval(layer) == interval
+
+
+def test_layers_get_the_configured_group_expiry(settings):
+    assert settings.CHANNEL_LAYERS["default"]["CONFIG"]["group_expiry"] == settings.CHANNEL_LAYER_GROUP_EXPIRY
+
+
+async def test_live_member_renews_its_membership(monkeypatch):
+    monkeypatch.setattr(consumers, "membership_renewal_interval", lambda layer: 0.05)
+    client, _ = await join("renews")
+    [(channel, joined_at)] = members("renews").items()
+    deadline = asyncio.get_running_loop().time() + TIMEOUT
+    while members("renews")[channel] == joined_at:
+        assert asyncio.get_running_loop().time() < deadline, "the membership was never renewed"
+        await asyncio.sleep(0.05)
+    await client.disconnect()
+    assert members("renews") == {}
+
+
+async def test_member_of_a_dead_process_ages_out_while_live_ones_stay(monkeypatch):
+    """A membership nobody renews (its process was killed) is dropped once older than the expiry."""
+    monkeypatch.setattr(consumers, "membership_renewal_interval", lambda layer: 0.05)
+    layer = get_channel_layer()
+    monkeypatch.setattr(layer, "group_expiry", 1)
+    client, _ = await join("ghosts")
+    [live] = members("ghosts")
+    layer.groups[room_group("ghosts")]["ghost.channel"] = 1.0  # joined long ago, never renewed
+    await asyncio.sleep(1.5)  # past the expiry: only renewals keep a membership
+    await send(client, {"message": "hello"})  # a broadcast drops expired members
+    assert (await client.receive_json_from(timeout=TIMEOUT))["message"] == "hello"
+    assert list(members("ghosts")) == [live]
+    await client.disconnect()
+
+
+async def test_failed_renewal_gets_an_error_frame_and_a_1013_close(monkeypatch):
+    monkeypatch.setattr(consumers, "membership_renewal_interval", lambda layer: 0.05)
+    client, _ = await join("renewal-fails")
+
+    async def fail(*args, **kwargs):
+        raise ConnectionError("redis is gone")
+
+    monkeypatch.setattr(get_channel_layer(), "group_add", fail)
+    error = await client.receive_json_from(timeout=TIMEOUT)
+    assert error["code"] == "layer_unavailable"
+    assert await client.receive_output(timeout=TIMEOUT) == {"type": "websocket.close", "code": 1013}
+    assert await client.receive_nothing(timeout=0.3)  # reported once, not once per failure
