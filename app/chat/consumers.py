@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
@@ -69,6 +70,50 @@ def storage_call(awaitable: Awaitable[T]) -> Awaitable[T]:
 # The event a failed channel-layer read turns into (see GuardedConsumer.channel_receive).
 LAYER_FAILED = "layer.failed"
 
+# Seconds a connection stopped by its server waits for the client to answer its close frame.
+CLOSE_HANDSHAKE_TIMEOUT = 2.0
+
+# Seconds a cancelled channel-layer read normally takes to end; one still running after it is
+# abandoned to ``cancel_until_done``.
+READ_CANCEL_GRACE = 1.0
+
+# The tasks of this process's open WebSocket connections, for servers that stop without telling them.
+_connections: "weakref.WeakSet[asyncio.Task[Any]]" = weakref.WeakSet()
+
+
+def stop_connections() -> int:
+    """Stop every open WebSocket of this process the way Daphne does on SIGTERM: cancel its task,
+    so that it closes with 1012 and leaves its room (``GuardedConsumer._stopped_by_server``).
+
+    For a server's own SIGTERM hook (deploy/bin/gunicorn_asgi_conf.py). Returns how many it stopped.
+    """
+    running = [task for task in _connections if not task.done() and not task.get_loop().is_closed()]
+    for task in running:
+        task.cancel()
+    return len(running)
+
+
+# Abandoned reads still being cancelled (a reference keeps each task alive until it ends).
+_abandoned: set[asyncio.Task[Any]] = set()
+
+
+def cancel_until_done(task: asyncio.Task[Any], every: float = 0.5, attempts: int = 20) -> None:
+    """Cancel ``task``, again every ``every`` seconds while it swallows the cancellation."""
+
+    async def keep_cancelling() -> None:
+        for _ in range(attempts):
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=every)
+            if done:
+                return
+        logger.warning("a channel-layer read outlived %d cancellations", attempts)
+
+    keeper = asyncio.ensure_future(keep_cancelling())
+    _abandoned.add(keeper)
+    keeper.add_done_callback(_abandoned.discard)
+    # Nobody awaits the read any more: take its outcome so that asyncio does not log it.
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
+
 
 class GuardedConsumer(AsyncWebsocketConsumer):
     """Size and rate limits, frame validation and heartbeats shared by every consumer.
@@ -78,27 +123,45 @@ class GuardedConsumer(AsyncWebsocketConsumer):
 
     _layer_receive: Callable[[], Awaitable[dict[str, Any]]]
     _closing = False  # an error close is on its way: report a dead dependency once
+    _close_sent = False  # this side closed the socket already (the server completes the handshake)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         self._background: set[asyncio.Task[None]] = set()
+        task = asyncio.current_task()
+        if task is not None:
+            _connections.add(task)
         try:
             await super().__call__(scope, receive, send)
         except asyncio.CancelledError:
-            await self._stopped_by_server()
+            await self._stopped_by_server(receive)
 
-    async def _stopped_by_server(self) -> None:
+    async def _stopped_by_server(self, receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
         """The server cancelled this connection: it is stopping, and sends no websocket.disconnect.
 
-        Daphne cancels every connection on SIGTERM; Hypercorn and Gunicorn's ASGI worker do when
-        their graceful timeout ends. Close with 1012 (service restart) so the client reconnects to
-        another replica at once, and run ``disconnect()`` so the room membership leaves the layer.
-        This is the connection's last act, so it ends normally instead of re-raising: Daphne waits
-        for all cancelled connections only as long as none of them raises.
+        Daphne cancels every connection on SIGTERM (and so does the gunicorn-asgi variant's hook);
+        Hypercorn does when its graceful timeout ends. Close with 1012 (service restart) so the
+        client reconnects to another replica at once, and run ``disconnect()`` so the room
+        membership leaves the layer. This is the connection's last act, so it ends normally instead
+        of re-raising: Daphne waits for all cancelled connections only as long as none of them raises.
         """
         self._stop_background()
+        if self._close_sent:
+            await self.disconnect(CloseCode.SERVICE_RESTART)
+            return
         with contextlib.suppress(Exception):  # the socket may be gone already
             await self.close(code=CloseCode.SERVICE_RESTART)
         await self.disconnect(CloseCode.SERVICE_RESTART)
+        # Then wait, briefly, for the client's answer to the close frame. Daphne tears every
+        # connection down as soon as all the cancelled ones have returned; a socket closed with the
+        # client's answer still unread is reset, and the reset can destroy the close frame on its way.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(CLOSE_HANDSHAKE_TIMEOUT):
+                while (await receive())["type"] != "websocket.disconnect":
+                    pass
+
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        self._close_sent = True
+        await super().close(code, reason)
 
     def start_background(self, work: Awaitable[None]) -> None:
         """Run ``work`` beside the connection; it is cancelled when the connection ends."""
@@ -127,8 +190,21 @@ class GuardedConsumer(AsyncWebsocketConsumer):
             # Already reported and closing: stop reading from a dead layer (no busy loop); the
             # client's disconnect ends the consumer.
             await asyncio.Event().wait()
+        # The read runs in a task of its own, shielded. When the connection ends, Channels cancels
+        # this read and waits for it; a Redis read can swallow that cancellation (on Python 3.11,
+        # asyncio.wait_for inside redis-py's connect returns instead of raising when both happen at
+        # once) and read on forever, and the connection would never end. Shielded, the read gets
+        # READ_CANCEL_GRACE to end (it normally ends at once); one that is still running then is
+        # left to be cancelled again until it stops, and the connection ends.
+        read = asyncio.ensure_future(self._layer_receive())
         try:
-            return await self._layer_receive()
+            return await asyncio.shield(read)
+        except asyncio.CancelledError:
+            read.cancel()
+            await asyncio.wait({read}, timeout=READ_CANCEL_GRACE)
+            if not read.done():
+                cancel_until_done(read)
+            raise
         except Exception as exc:
             self._layer_failed = True
             return {"type": LAYER_FAILED, "error": f"{type(exc).__name__}: {exc}"}

@@ -23,14 +23,20 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
-from core.asgi_middleware import AllowedHostMiddleware, WebsocketProxyMiddleware  # noqa: E402
+from core.asgi_middleware import (  # noqa: E402
+    AllowedHostMiddleware,
+    RefusedHandshakeMiddleware,
+    WebsocketProxyMiddleware,
+)
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": WebsocketProxyMiddleware(
-            AllowedHostMiddleware(
-                AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+        "websocket": RefusedHandshakeMiddleware(
+            WebsocketProxyMiddleware(
+                AllowedHostMiddleware(
+                    AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+                )
             )
         ),
     }

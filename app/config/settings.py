@@ -94,6 +94,10 @@ if DATABASE_URL:
     if _database["ENGINE"] == "django.db.backends.postgresql":
         # Django's own pool (psycopg_pool): a bounded number of connections per process, returned at
         # the end of every request. It requires CONN_MAX_AGE = 0.
+        # With health checks the pool tests a connection (an empty query) before lending it: after
+        # a PostgreSQL restart, the connections a process kept idle are dead, and without the check
+        # the first request each of them serves fails.
+        _database["CONN_HEALTH_CHECKS"] = env.get_bool("DATABASE_HEALTH_CHECKS", default=True)
         _database["OPTIONS"] = {
             "pool": {
                 "min_size": env.get_int("DATABASE_POOL_MIN_SIZE", 1),
@@ -137,6 +141,9 @@ if REDIS_URL:
         # fails on one is retried once on a fresh connection instead of failing the client.
         "retry_on_error": [RedisConnectionError],
         "health_check_interval": 30,
+        # Connections per process. RedisChannelLayer takes one per concurrent call (a burst of
+        # joins takes hundreds); past the limit a call fails with "Too many connections".
+        "max_connections": env.get_int("REDIS_MAX_CONNECTIONS", 1000),
     }
     _layer_config: dict[str, object] = {"hosts": [_redis_host]}
     if CHANNEL_LAYER_BACKEND == "core":

@@ -1,5 +1,6 @@
 """ASGI middleware for WebSocket scopes: the same proxy and Host rules as the HTTP middleware."""
 
+import asyncio
 import re
 import uuid
 from typing import Any
@@ -20,6 +21,52 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return value.decode("latin-1")
     return None
+
+
+class RefusedHandshakeMiddleware:
+    """Ends a refused WebSocket handshake on every server.
+
+    A ``websocket.close`` sent before ``websocket.accept`` refuses the handshake (HTTP 403), after
+    which the ASGI spec has the server deliver ``websocket.disconnect``. Granian does not always
+    deliver it, so the refusing app (Channels' ``WebsocketDenier``, a consumer, included) waits
+    for it forever and the client's 403 never comes. After a refusal, this hands the app that
+    disconnect itself. Once a handshake is accepted it only passes messages through.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        accepted = False
+        refused = asyncio.Event()
+
+        async def watching_send(message: dict[str, Any]) -> None:
+            nonlocal accepted
+            if message["type"] == "websocket.accept":
+                accepted = True
+            elif message["type"] == "websocket.close" and not accepted:
+                refused.set()
+            await send(message)
+
+        async def receive_until_refused() -> dict[str, Any]:
+            if accepted:
+                return await receive()
+            if refused.is_set():
+                return _REFUSED_DISCONNECT
+            message = asyncio.ensure_future(receive())
+            refusal = asyncio.ensure_future(refused.wait())
+            await asyncio.wait({message, refusal}, return_when=asyncio.FIRST_COMPLETED)
+            refusal.cancel()
+            if message.done():
+                return message.result()
+            message.cancel()
+            return _REFUSED_DISCONNECT
+
+        await self.app(scope, receive_until_refused, watching_send)
+
+
+# What a server delivers after a refused handshake: the connection closed abnormally (RFC 6455).
+_REFUSED_DISCONNECT = {"type": "websocket.disconnect", "code": 1006}
 
 
 class WebsocketProxyMiddleware:

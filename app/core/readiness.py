@@ -1,8 +1,10 @@
 """Real round trips to each dependency, for /readyz."""
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
@@ -38,10 +40,27 @@ async def check_channel_layer() -> None:
     if layer is None:
         raise RuntimeError("no channel layer configured")
     channel = await layer.new_channel()
-    await layer.send(channel, {"type": "readyz.ping"})
-    message = await layer.receive(channel)
+    try:
+        await layer.send(channel, {"type": "readyz.ping"})
+        message = await layer.receive(channel)
+    finally:
+        await _stop_listening(layer, channel)
     if message.get("type") != "readyz.ping":
         raise RuntimeError(f"unexpected reply {message!r}")
+
+
+async def _stop_listening(layer: Any, channel: str) -> None:
+    """End the probe channel the way a consumer's channel ends: its pending receive is cancelled.
+
+    The layers have no call to delete a channel; RedisPubSubChannelLayer unsubscribes a channel
+    from Redis only when a receive on it is cancelled, so without this every probe would leave a
+    subscription behind. The other layers just drop the channel's empty buffer.
+    """
+    pending = asyncio.ensure_future(layer.receive(channel))
+    await asyncio.sleep(0)  # let the receive start waiting
+    pending.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await pending
 
 
 CHECKS: dict[str, Callable[[], Awaitable[None]]] = {

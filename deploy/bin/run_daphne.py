@@ -1,24 +1,34 @@
 #!/usr/bin/env python3
-"""Daphne's command line, with two corrections to how it closes WebSockets.
+"""Daphne's command line, with corrections to how it closes WebSockets.
 
 Daphne runs on Autobahn, whose application-facing ``sendClose`` only accepts close code 1000 or
 3000-4999, and which by default answers an oversized message by dropping the TCP connection. RFC
-6455 lets a server send 1008 (policy), 1009 (too big), 1011 and 1013 (try again later), and the
-stack documents those codes for every server; so:
+6455 lets a server send 1008 (policy), 1009 (too big), 1011, 1012 (restart) and 1013 (try again
+later), and the stack documents those codes for every server; so:
 
 1. ``serverClose`` (the ASGI ``websocket.close`` message) sends the close frame directly, for any
    code the application chose;
 2. the factory is set to ``failByDrop=False``, so a message over ``--websocket-max-message-size``
-   gets a 1009 close frame instead of a reset connection.
+   gets a 1009 close frame instead of a reset connection;
+3. on SIGTERM, Daphne cancels every application instance before it closes the connections (each
+   chat connection then closes with 1012 and leaves its room). Its own ``kill_all_applications``
+   raises KeyError on an idle HTTP keep-alive connection (whose last instance it already reaped),
+   and the shutdown then drops every WebSocket without cancelling anything: this one skips them.
 
-Both are covered by tests/integration (close codes per server); run it with Daphne's usual
-arguments: ``run_daphne.py --fd 3 config.asgi:application``.
+The first two are covered by tests/integration (close codes per server), the third by
+tests/deploy/test_run_daphne.py and tests/faults; run it with Daphne's usual arguments:
+``run_daphne.py --fd 3 config.asgi:application``.
 """
 
+import asyncio
+import logging
 from typing import Any
 
 from daphne import server, ws_protocol
 from daphne.cli import CommandLineInterface
+from twisted.internet import defer
+
+logger = logging.getLogger("daphne.server")
 
 
 class WebSocketProtocol(ws_protocol.WebSocketProtocol):
@@ -33,7 +43,24 @@ class WebSocketFactory(ws_protocol.WebSocketFactory):
         super().setProtocolOptions(failByDrop=False, **options)
 
 
+class Server(server.Server):
+    def kill_all_applications(self) -> defer.Deferred[Any]:
+        """Cancel every pending application instance and wait until all of them have ended."""
+        pending = []
+        for details in self.connections.values():
+            instance = details.get("application_instance")  # None: an idle keep-alive connection
+            if instance is not None and not instance.done():
+                instance.cancel()
+                pending.append(instance)
+        logger.info("Killed %i pending application instances", len(pending))
+        # return_exceptions: one instance that raises does not end the wait for the others.
+        waiting = defer.Deferred.fromFuture(asyncio.gather(*pending, return_exceptions=True))
+        waiting.addErrback(lambda _: None)
+        return waiting
+
+
 server.WebSocketFactory = WebSocketFactory  # the name daphne.server builds its factory from
+CommandLineInterface.server_class = Server
 
 if __name__ == "__main__":
     CommandLineInterface.entrypoint()

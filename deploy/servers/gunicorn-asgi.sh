@@ -1,12 +1,14 @@
 #!/bin/sh
 # Gunicorn's native ASGI worker: HTTP and WebSockets in one server. It has no WebSocket ping
 # setting, so the app sends heartbeat frames (WS_APP_HEARTBEAT) to keep idle sockets alive.
+# deploy/bin/gunicorn_asgi_conf.py closes open WebSockets with 1012 on SIGTERM (see there why).
 set -eu
 # shellcheck source=common.sh
 . "$(dirname "$0")/common.sh"
 export WS_APP_HEARTBEAT="$WS_PING_INTERVAL"
 
 exec gunicorn "$ASGI_APP" \
+    --config "$(dirname "$0")/../bin/gunicorn_asgi_conf.py" \
     --bind "0.0.0.0:$PORT" \
     --workers "$WEB_CONCURRENCY" --worker-class asgi \
     --asgi-loop uvloop --asgi-lifespan off \

@@ -24,6 +24,7 @@ DAPHNE_RUNNER = REPO_ROOT / "deploy" / "bin" / "run_daphne.py"  # Daphne with it
 WS_MAX_MESSAGE_BYTES = 65_536
 WS_PING_INTERVAL = 20
 GRACEFUL_TIMEOUT = 5
+LAYER_BACKEND_ENV = "TEST_CHANNEL_LAYER_BACKEND"
 
 
 def server_command(server: str, python: str, port: int, workdir: Path) -> list[str]:
@@ -158,6 +159,10 @@ class AppServer(Service):
             env["REDIS_URL"] = self.redis_url
         if self.server == "granian":  # no WebSocket pings in granian: the app sends heartbeats
             env["WS_APP_HEARTBEAT"] = str(WS_PING_INTERVAL)
+        # The whole suite can run on the other channel layer: TEST_CHANNEL_LAYER_BACKEND=core|pubsub.
+        backend = os.environ.get(LAYER_BACKEND_ENV)
+        if backend:
+            env["CHANNEL_LAYER_BACKEND"] = backend
         env.update(self.extra_env)
         return env
 

@@ -1,10 +1,12 @@
 """WebSocket consumers through the full ASGI application (origin, host and auth middleware included)."""
 
 import asyncio
+import contextlib
 import json
 
 import pytest
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
+from channels_redis.core import RedisChannelLayer
 from chat import consumers
 from chat.consumers import room_group
 from chat.models import Message
@@ -373,26 +375,90 @@ async def test_echo_joins_no_channel_layer(monkeypatch):
 # --- Server shutdown and membership leases ----------------------------------------------------------
 
 
-def members(room: str) -> dict[str, float]:
-    """The in-memory layer's members of a room: channel name -> time of its last (re)join."""
-    return dict(get_channel_layer().groups.get(room_group(room), {}))
+async def eventually(condition, within: float = TIMEOUT) -> None:
+    """Wait until the coroutine function ``condition`` returns true."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not await condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def members(room: str) -> dict[str, float]:
+    """A room's members in the configured layer: channel name -> time of its last (re)join.
+
+    The in-memory layer keeps them in a dict, RedisChannelLayer in a sorted set scored by time
+    (the suite runs on both: make test-unit and make test-services).
+    """
+    layer = get_channel_layer()
+    group = room_group(room)
+    if isinstance(layer, InMemoryChannelLayer):
+        return dict(layer.groups.get(group, {}))
+    if not isinstance(layer, RedisChannelLayer):
+        pytest.skip(f"{type(layer).__name__} keeps no membership times")
+    connection = layer.connection(layer.consistent_hash(group))
+    stored = await connection.zrange(layer._group_key(group), 0, -1, withscores=True)
+    return {channel.decode(): joined_at for channel, joined_at in stored}
+
+
+async def add_member(room: str, channel: str, joined_at: float) -> None:
+    """Put ``channel`` in a room as if it had (re)joined at ``joined_at``."""
+    layer = get_channel_layer()
+    group = room_group(room)
+    if isinstance(layer, InMemoryChannelLayer):
+        layer.groups.setdefault(group, {})[channel] = joined_at
+    else:
+        connection = layer.connection(layer.consistent_hash(group))
+        await connection.zadd(layer._group_key(group), {channel: joined_at})
+
+
+async def is_empty(room: str) -> bool:
+    return await members(room) == {}
 
 
 async def test_server_cancelling_a_chat_socket_closes_it_1012_and_leaves_the_room():
     """Daphne on SIGTERM (and Hypercorn, Gunicorn's ASGI worker after their graceful timeout)
     cancel the connection's task instead of sending websocket.disconnect."""
     client, _ = await join("server-stops")
-    assert len(members("server-stops")) == 1
+    assert len(await members("server-stops")) == 1
     client.future.cancel()
     assert await client.receive_output(timeout=TIMEOUT) == {"type": "websocket.close", "code": 1012}
-    await asyncio.wait_for(client.future, TIMEOUT)  # ends normally: the server waits for every one
-    assert members("server-stops") == {}
+    await eventually(lambda: is_empty("server-stops"))
+    # It waits for the client's answer to the close frame, then ends normally (not cancelled):
+    # Daphne waits for every cancelled connection only as long as none of them raises.
+    assert not client.future.done()
+    await client.send_input({"type": "websocket.disconnect", "code": 1012})
+    await asyncio.wait_for(client.future, TIMEOUT)
+    assert not client.future.cancelled()
+
+
+async def test_a_client_that_never_answers_the_close_is_not_waited_for(monkeypatch):
+    monkeypatch.setattr(consumers, "CLOSE_HANDSHAKE_TIMEOUT", 0.1)
+    client, _ = await join("silent-client")
+    client.future.cancel()
+    assert await client.receive_output(timeout=TIMEOUT) == {"type": "websocket.close", "code": 1012}
+    await asyncio.wait_for(client.future, TIMEOUT)
+    assert await members("silent-client") == {}
 
 
 async def test_server_cancelling_an_echo_socket_closes_it_1012():
     client = await connect("/ws/echo/")
     client.future.cancel()
     assert await client.receive_output(timeout=TIMEOUT) == {"type": "websocket.close", "code": 1012}
+    await client.send_input({"type": "websocket.disconnect", "code": 1012})
+    await asyncio.wait_for(client.future, TIMEOUT)
+
+
+async def test_stop_connections_closes_every_open_socket_1012_and_leaves_the_rooms():
+    """What a server's SIGTERM hook calls (the gunicorn-asgi variant's)."""
+    chat, _ = await join("stopped-by-hook")
+    echo = await connect("/ws/echo/")
+    assert consumers.stop_connections() == 2
+    for client in (chat, echo):
+        assert await client.receive_output(timeout=TIMEOUT) == {"type": "websocket.close", "code": 1012}
+        await client.send_input({"type": "websocket.disconnect", "code": 1012})
+        await asyncio.wait_for(client.future, TIMEOUT)
+    assert await members("stopped-by-hook") == {}
+    assert consumers.stop_connections() == 0
 
 
 @pytest.mark.parametrize(
@@ -412,13 +478,13 @@ def test_layers_get_the_configured_group_expiry(settings):
 async def test_live_member_renews_its_membership(monkeypatch):
     monkeypatch.setattr(consumers, "membership_renewal_interval", lambda layer: 0.05)
     client, _ = await join("renews")
-    [(channel, joined_at)] = members("renews").items()
+    [(channel, joined_at)] = (await members("renews")).items()
     deadline = asyncio.get_running_loop().time() + TIMEOUT
-    while members("renews")[channel] == joined_at:
+    while (await members("renews"))[channel] == joined_at:
         assert asyncio.get_running_loop().time() < deadline, "the membership was never renewed"
         await asyncio.sleep(0.05)
     await client.disconnect()
-    assert members("renews") == {}
+    assert await members("renews") == {}
 
 
 async def test_member_of_a_dead_process_ages_out_while_live_ones_stay(monkeypatch):
@@ -427,12 +493,12 @@ async def test_member_of_a_dead_process_ages_out_while_live_ones_stay(monkeypatc
     layer = get_channel_layer()
     monkeypatch.setattr(layer, "group_expiry", 1)
     client, _ = await join("ghosts")
-    [live] = members("ghosts")
-    layer.groups[room_group("ghosts")]["ghost.channel"] = 1.0  # joined long ago, never renewed
+    [live] = await members("ghosts")
+    await add_member("ghosts", "ghost.channel", joined_at=1.0)  # joined long ago, never renewed
     await asyncio.sleep(1.5)  # past the expiry: only renewals keep a membership
     await send(client, {"message": "hello"})  # a broadcast drops expired members
     assert (await client.receive_json_from(timeout=TIMEOUT))["message"] == "hello"
-    assert list(members("ghosts")) == [live]
+    assert list(await members("ghosts")) == [live]
     await client.disconnect()
 
 
@@ -448,3 +514,28 @@ async def test_failed_renewal_gets_an_error_frame_and_a_1013_close(monkeypatch):
     assert error["code"] == "layer_unavailable"
     assert await client.receive_output(timeout=TIMEOUT) == {"type": "websocket.close", "code": 1013}
     assert await client.receive_nothing(timeout=0.3)  # reported once, not once per failure
+
+
+async def test_a_layer_read_that_swallows_its_cancellation_does_not_hold_the_connection(monkeypatch):
+    """Python 3.11's asyncio.wait_for (inside redis-py's connect) can swallow a cancellation; the
+    connection must end anyway, and the read is cancelled again until it stops."""
+    read_ended = asyncio.Event()
+
+    async def stubborn_receive(channel):
+        # Swallowed, as asyncio.wait_for does when its inner future finishes at that very moment.
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Event().wait()
+        try:
+            await asyncio.Event().wait()  # the next cancellation ends it
+        finally:
+            read_ended.set()
+
+    monkeypatch.setattr(get_channel_layer(), "receive", stubborn_receive)
+    client, _ = await join("stubborn-read")
+    await client.send_input({"type": "websocket.disconnect", "code": 1000})
+    try:
+        # The consumer ends on its own (a TimeoutError here: it still waits for the read).
+        await asyncio.wait_for(asyncio.shield(client.future), TIMEOUT)
+    finally:
+        client.stop(exceptions=False)
+    await asyncio.wait_for(read_ended.wait(), TIMEOUT)

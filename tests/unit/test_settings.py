@@ -118,3 +118,35 @@ def test_redis_layer_outlasts_the_blocking_read_and_retries_a_dead_connection():
     layer = json.loads(result.stdout)
     assert layer["timeout"] > layer["brpop"]
     assert layer["retry"] == ["ConnectionError"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "checks"),
+    [(None, True), ("1", True), ("0", False)],
+    ids=["default", "on", "off"],
+)
+def test_pooled_connections_are_checked_before_use(setting, checks):
+    """After a PostgreSQL restart, an idle pooled connection is dead: the pool must test it first."""
+    script = (
+        "import django, json; django.setup(); from django.db import connection; "
+        "from psycopg_pool import ConnectionPool; "
+        "print(json.dumps(connection.pool._check is ConnectionPool.check_connection))"
+    )
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("DATABASE")}
+    environment.update(
+        PRODUCTION,
+        DATABASE_URL="postgres://app@postgres.invalid:5432/app",
+        DJANGO_SETTINGS_MODULE="config.settings",
+    )
+    if setting is not None:
+        environment["DATABASE_HEALTH_CHECKS"] = setting
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=APP_DIR,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) is checks

@@ -19,6 +19,7 @@
   const CLOSE_REASONS = {
     1008: "closed by the server: too many messages",
     1009: "closed by the server: message too large",
+    1012: "the server restarted",
     1013: "the server is temporarily unavailable",
   };
 

@@ -1,0 +1,56 @@
+"""deploy/bin/run_daphne.py: on SIGTERM, every pending application instance is cancelled and waited for.
+
+Run in a fresh interpreter: importing Daphne installs Twisted's asyncio reactor for the process.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.deploy.helpers import DEPLOY
+
+SCRIPT = """
+import asyncio, json, runpy, sys
+module = runpy.run_path(sys.argv[1], run_name="run_daphne")
+Server = module["Server"]
+
+async def main():
+    ended = []
+
+    async def connection(name, raises):
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.05)  # a connection's own cleanup (closing, leaving its room)
+            ended.append(name)
+            if raises:
+                raise
+
+    server = Server.__new__(Server)  # only kill_all_applications is exercised
+    server.connections = {
+        "idle keep-alive": {"connected": 0.0},  # its last instance was reaped: no key
+        "raises": {"application_instance": asyncio.ensure_future(connection("raises", True))},
+        "returns": {"application_instance": asyncio.ensure_future(connection("returns", False))},
+    }
+    await asyncio.sleep(0)
+    done = asyncio.get_running_loop().create_future()
+    server.kill_all_applications().addBoth(lambda _: done.set_result(sorted(ended)))
+    print(json.dumps(await asyncio.wait_for(done, 5)))
+
+asyncio.run(main())
+"""
+
+
+def test_sigterm_cancels_every_instance_and_waits_for_all() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(DEPLOY / "bin" / "run_daphne.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    # No KeyError on the idle connection, and the wait outlasts the instance that raised.
+    assert json.loads(result.stdout.splitlines()[-1]) == ["raises", "returns"]
