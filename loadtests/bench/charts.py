@@ -1,0 +1,175 @@
+"""PNG charts of the figures (matplotlib, Agg backend: no display needed).
+
+Bars are medians, whiskers the lowest and highest run. Horizontal lines show the ceiling the same
+tool reached, so a bar near it is visibly the generator's limit rather than the server's.
+"""
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: renders to files, never to a screen
+
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+
+from loadtests.bench.analysis import ASGI_HELLO, NGINX_FIXED, Figures
+from loadtests.bench.stats import Spread
+
+CHART_DIR = "charts"
+DPI = 110
+
+
+def _series(figures: Sequence[Figures], results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(target, profile, label) of every variant in the order run."""
+    profiles = [p["name"] for p in results.get("settings", {}).get("profiles", [])] or ["default"]
+    measured = {(f.target, f.profile) for f in figures if f.kind == "variant"}
+    return [
+        (s, p, s if len(profiles) == 1 else f"{s} · {p}")
+        for s in results.get("settings", {}).get("servers", [])
+        for p in profiles
+        if (s, p) in measured
+    ]
+
+
+def _bars(
+    ax: Axes,
+    groups: Sequence[str],
+    series: Sequence[tuple[str, str, str]],
+    lookup: Callable[[str, str, str], Spread | None],
+) -> bool:
+    """Grouped bars: one group per entry of ``groups``, one bar per series; False when empty."""
+    width = 0.8 / max(1, len(series))
+    drawn = False
+    for i, (target, profile, label) in enumerate(series):
+        xs, heights, low, high = [], [], [], []
+        for g, group in enumerate(groups):
+            value = lookup(target, profile, group)
+            if value is None:
+                continue
+            xs.append(g + (i - (len(series) - 1) / 2) * width)
+            heights.append(value.median)
+            low.append(value.median - value.low)
+            high.append(value.high - value.median)
+        if xs:
+            ax.bar(xs, heights, width, yerr=[low, high], capsize=2, label=label)
+            drawn = True
+    ax.set_xticks(range(len(groups)), groups)
+    ax.grid(axis="y", alpha=0.3)
+    return drawn
+
+
+def _find(figures: Sequence[Figures], **wanted: str) -> Figures | None:
+    for f in figures:
+        if all(getattr(f, key) == value for key, value in wanted.items()):
+            return f
+    return None
+
+
+def _headroom(ax: Axes, line: float) -> None:
+    """Keep a reference line clear of the top edge."""
+    ax.set_ylim(top=max(ax.get_ylim()[1], line * 1.1))
+
+
+def _save(fig: plt.Figure, out_dir: Path, name: str) -> str:
+    path = out_dir / CHART_DIR / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return f"{CHART_DIR}/{path.name}"
+
+
+def draw(figures: Sequence[Figures], results: dict[str, Any], out_dir: Path) -> dict[str, str]:
+    """Draw every chart there are figures for; returns {chart name: path relative to out_dir}."""
+    series = _series(figures, results)
+    files: dict[str, str] = {}
+    if not series:
+        return files
+    for tool in ("locust", "wrk"):
+        cases = list(
+            dict.fromkeys(
+                f.case for f in figures if f.scenario == "http" and f.tool == tool and f.kind == "variant"
+            )
+        )
+        if not cases:
+            continue
+        fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(cases) * max(1, len(series)) / 3), 4.5))
+
+        def rps(target: str, profile: str, case: str, tool: str = tool) -> Spread | None:
+            f = _find(figures, target=target, profile=profile, scenario="http", case=case, tool=tool)
+            return f.rps if f else None
+
+        if _bars(ax, cases, series, rps):
+            for target, style in ((NGINX_FIXED, "--"), (ASGI_HELLO, ":")):
+                ceiling = _find(figures, kind="ceiling", target=target, scenario="http", tool=tool)
+                if ceiling:
+                    ax.axhline(ceiling.rps.median, linestyle=style, color="grey", label=f"{target} ({tool})")
+                    _headroom(ax, ceiling.rps.median)
+            ax.set_ylabel("requests/s (median, min-max)")
+            ax.set_title(f"HTTP requests/s per endpoint ({tool})")
+            ax.legend(fontsize="small", ncols=2)
+            files[f"http-{tool}"] = _save(fig, out_dir, f"http-{tool}")
+        else:
+            plt.close(fig)
+
+    echo = [f for f in figures if f.scenario == "echo" and f.kind == "variant"]
+    if echo:
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+        labels = [label for t, p, label in series if _find(echo, target=t, profile=p)]
+        values = [_find(echo, target=t, profile=p) for t, p, _ in series if _find(echo, target=t, profile=p)]
+        for ax, metric, title in ((left, "rps", "messages/s"), (right, "p99", "round trip p99 ms")):
+            spreads = [getattr(f, metric) for f in values if f]
+            ax.bar(
+                labels,
+                [s.median for s in spreads],
+                yerr=[[s.median - s.low for s in spreads], [s.high - s.median for s in spreads]],
+                capsize=3,
+            )
+            ax.set_title(f"WebSocket echo: {title}")
+            ax.tick_params(axis="x", rotation=30)
+            ax.grid(axis="y", alpha=0.3)
+        hello = _find(figures, kind="ceiling", target=ASGI_HELLO, scenario="echo")
+        if hello:
+            left.axhline(hello.rps.median, linestyle=":", color="grey", label="raw ASGI echo")
+            _headroom(left, hello.rps.median)
+            left.legend(fontsize="small")
+        files["echo"] = _save(fig, out_dir, "echo")
+
+    chat_cases = list(dict.fromkeys(f.case for f in figures if f.scenario == "chat"))
+    if chat_cases:
+        fig, ax = plt.subplots(figsize=(max(7, 2.5 * len(chat_cases)), 4.5))
+
+        def p99(target: str, profile: str, case: str) -> Spread | None:
+            f = _find(figures, target=target, profile=profile, scenario="chat", case=case)
+            return f.p99 if f else None
+
+        _bars(ax, chat_cases, series, p99)
+        ax.set_ylabel("delivery p99 ms (median, min-max)")
+        ax.set_title("Chat fan-out delivery latency, p99")
+        ax.legend(fontsize="small", ncols=2)
+        files["chat"] = _save(fig, out_dir, "chat")
+
+    capacity = [f for f in figures if f.scenario == "capacity" and "bytes_per_socket" in f.extra]
+    if capacity:
+        fig, ax = plt.subplots(figsize=(8, 4))
+        found = [(label, _find(capacity, target=t, profile=p)) for t, p, label in series]
+        found = [(label, f) for label, f in found if f]
+        spreads = [f.extra["bytes_per_socket"] for _, f in found]
+        ax.bar(
+            [label for label, _ in found],
+            [s.median / 1024 for s in spreads],
+            yerr=[
+                [(s.median - s.low) / 1024 for s in spreads],
+                [(s.high - s.median) / 1024 for s in spreads],
+            ],
+            capsize=3,
+        )
+        ax.set_ylabel("KiB per idle socket (median, min-max)")
+        ax.set_title("Memory per idle WebSocket (app containers)")
+        ax.tick_params(axis="x", rotation=30)
+        ax.grid(axis="y", alpha=0.3)
+        files["capacity"] = _save(fig, out_dir, "capacity")
+    return files

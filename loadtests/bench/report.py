@@ -1,0 +1,592 @@
+"""``report.md`` and ``report.html`` rendered from ``results.json`` alone, with the PNG charts.
+
+The figures are computed here from the raw runs (``analysis``), formatted once (the ``fmt_*``
+functions), and laid out as plain tables that both templates print as they are: the two reports
+cannot disagree, and every figure in them is a measured one.
+
+    python -m loadtests.bench report results/<timestamp>      # render again, e.g. after an edit
+"""
+
+import datetime as dt
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from loadtests.bench import charts
+from loadtests.bench.analysis import ASGI_HELLO, NGINX_FIXED, Figures, analyse
+from loadtests.bench.progress import format_duration
+from loadtests.bench.stats import Spread
+from loadtests.lib import names
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+REPORTS = ("report.md", "report.html")
+LIMITED_MARK = "†"
+
+
+# --- Formatting: one function per kind of figure ------------------------------------------------
+
+
+def fmt_rate(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
+
+
+def fmt_ms(value: float) -> str:
+    if value == int(value):  # Locust's percentiles are whole milliseconds: show no false decimals
+        return f"{value:,.0f}"
+    if value < 10:
+        return f"{value:.2f}"
+    if value < 100:
+        return f"{value:.1f}"
+    return f"{value:,.0f}"
+
+
+def fmt_kib(value: float) -> str:
+    return f"{value / 1024:,.1f} KiB"
+
+
+def fmt_count(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def fmt_share(value: float) -> str:
+    return f"{value * 100:.0f} %"
+
+
+def fmt_spread(value: Spread, fmt: Callable[[float], str]) -> str:
+    """``median (min to max)``; one run is its value alone."""
+    low, high = fmt(value.low), fmt(value.high)
+    if value.count == 1 or low == high:
+        return fmt(value.median)
+    return f"{fmt(value.median)} ({low} to {high})"
+
+
+def fmt_errors(failures: int, requests: int) -> str:
+    rate = failures / requests if requests else 0.0
+    return f"{rate * 100:.2f} % ({failures:,} of {requests:,})"
+
+
+def latency_cells(figures: Figures) -> list[str]:
+    return [fmt_spread(figures.p50, fmt_ms), fmt_spread(figures.p95, fmt_ms), fmt_spread(figures.p99, fmt_ms)]
+
+
+def fmt_rps(figures: Figures) -> str:
+    text = fmt_spread(figures.rps, fmt_rate)
+    return f"{text} {LIMITED_MARK}" if figures.limited else text
+
+
+# --- Layout ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Table:
+    columns: list[str]
+    rows: list[list[str]]
+    title: str = ""
+    note: str = ""
+
+
+@dataclass
+class Section:
+    title: str
+    paragraphs: list[str] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    charts: list[tuple[str, str]] = field(default_factory=list)  # (file, caption)
+    items: list[str] = field(default_factory=list)
+
+
+class Index:
+    """Figures by (target, profile, scenario, case, tool), and the variants in the order run."""
+
+    def __init__(self, figures: Sequence[Figures], results: dict[str, Any]) -> None:
+        self.figures = list(figures)
+        self.by_key = {(f.target, f.profile, f.scenario, f.case, f.tool): f for f in figures}
+        settings = results.get("settings", {})
+        profiles = [p["name"] for p in settings.get("profiles", [])] or ["default"]
+        measured = {(f.target, f.profile) for f in figures if f.kind == "variant"}
+        self.variants = [(s, p) for s in settings.get("servers", []) for p in profiles if (s, p) in measured]
+        self.profiles = profiles
+
+    def get(
+        self, target: str, profile: str, scenario: str, case: str, tool: str = "locust"
+    ) -> Figures | None:
+        return self.by_key.get((target, profile, scenario, case, tool))
+
+    def cases(self, scenario: str, tool: str = "locust", kind: str = "variant") -> list[str]:
+        found: list[str] = []
+        for f in self.figures:
+            if f.scenario == scenario and f.tool == tool and f.kind == kind and f.case not in found:
+                found.append(f.case)
+        return found
+
+    def label(self, target: str, profile: str) -> str:
+        return target if len(self.profiles) == 1 else f"{target} · {profile}"
+
+
+def _share_cells(f: Figures, with_ceiling: bool, with_hello: bool) -> list[str]:
+    cells = []
+    if with_ceiling:
+        cells.append(fmt_share(f.ceiling_share) if f.ceiling_share is not None else "no ceiling")
+    if with_hello:
+        cells.append(fmt_share(f.hello_share) if f.hello_share is not None else "served by Nginx")
+    return cells
+
+
+def http_tables(index: Index, tool: str) -> list[Table]:
+    tables = []
+    for case in index.cases("http", tool):
+        rows_of = [(index.label(t, p), index.get(t, p, "http", case, tool)) for t, p in index.variants]
+        present = [(label, f) for label, f in rows_of if f is not None]
+        if not present:
+            continue
+        with_ceiling = any(f.ceiling is not None for _, f in present)
+        with_hello = case != names.HTTP_ENDPOINTS["static"] and any(
+            f.hello_share is not None for _, f in present
+        )
+        columns = ["variant", "requests/s", "p50 ms", "p95 ms", "p99 ms", "errors"]
+        columns += ["of ceiling"] if with_ceiling else []
+        columns += ["of ASGI hello-world"] if with_hello else []
+        rows = [
+            [
+                label,
+                fmt_rps(f),
+                *latency_cells(f),
+                fmt_errors(f.failures, f.requests),
+                *_share_cells(f, with_ceiling, with_hello),
+            ]
+            for label, f in present
+        ]
+        tables.append(Table(columns, rows, title=f"GET {case}"))
+    return tables
+
+
+def ceiling_section(index: Index, threshold: float) -> Section | None:
+    ceiling = [f for f in index.figures if f.kind == "ceiling"]
+    if not ceiling:
+        return None
+    described = {
+        NGINX_FIXED: "Nginx answering by itself (no app)",
+        ASGI_HELLO: "raw ASGI hello-world behind the stack's Nginx",
+    }
+    rows = [
+        [
+            described.get(f.target, f.target),
+            f.tool,
+            "WebSocket echo" if f.scenario == "echo" else f"GET {f.case}",
+            fmt_spread(f.rps, fmt_rate),
+            *latency_cells(f),
+            fmt_errors(f.failures, f.requests),
+        ]
+        for f in ceiling
+    ]
+    return Section(
+        "The load generator's ceiling",
+        paragraphs=[
+            "Measured first, on this machine, with the same tools and settings as the variants. Any "
+            f"throughput at or above {threshold * 100:.0f} % of the same tool's ceiling is marked "
+            f"{LIMITED_MARK}: that figure says more about the load generator than about the server. For "
+            "HTTP the ceiling is Nginx answering by itself; for the WebSocket echo it is the raw ASGI echo.",
+        ],
+        tables=[
+            Table(
+                [
+                    "target",
+                    "tool",
+                    "what",
+                    "requests/s or messages/s",
+                    "p50 ms",
+                    "p95 ms",
+                    "p99 ms",
+                    "errors",
+                ],
+                rows,
+            )
+        ],
+    )
+
+
+def echo_table(index: Index) -> Table | None:
+    present = [(index.label(t, p), index.get(t, p, "echo", names.ECHO_PATH)) for t, p in index.variants]
+    present = [(label, f) for label, f in present if f is not None]
+    if not present:
+        return None
+    with_ceiling = any(f.ceiling is not None for _, f in present)
+    with_hello = any(f.hello_share is not None for _, f in present)
+    columns = ["variant", "messages/s", "round trip p50 ms", "p95 ms", "p99 ms", "errors", "other failures"]
+    columns += ["of ceiling"] if with_ceiling else []
+    columns += ["of ASGI hello-world"] if with_hello else []
+    rows = [
+        [
+            label,
+            fmt_rps(f),
+            *latency_cells(f),
+            fmt_errors(f.failures, f.requests),
+            fmt_count(f.other_failures),
+            *_share_cells(f, with_ceiling, with_hello),
+        ]
+        for label, f in present
+    ]
+    return Table(columns, rows)
+
+
+def chat_tables(index: Index) -> list[Table]:
+    tables = []
+    for case in index.cases("chat"):
+        present = [(index.label(t, p), index.get(t, p, "chat", case)) for t, p in index.variants]
+        present = [(label, f) for label, f in present if f is not None]
+        if not present:
+            continue
+        has_ack = all("ack_p50" in f.extra for _, f in present)
+        columns = ["variant", "deliveries/s", "delivery p50 ms", "p95 ms", "p99 ms"]
+        columns += ["ack p50 ms", "ack p99 ms"] if has_ack else []
+        columns += ["errors", "other failures"]
+        rows = []
+        for label, f in present:
+            ack = (
+                [fmt_spread(f.extra["ack_p50"], fmt_ms), fmt_spread(f.extra["ack_p99"], fmt_ms)]
+                if has_ack
+                else []
+            )
+            errors = [fmt_errors(f.failures, f.requests), fmt_count(f.other_failures)]
+            rows.append([label, fmt_spread(f.rps, fmt_rate), *latency_cells(f), *ack, *errors])
+        tables.append(Table(columns, rows, title=case))
+    return tables
+
+
+def capacity_table(index: Index) -> Table | None:
+    rows = []
+    for case in index.cases("capacity"):
+        for t, p in index.variants:
+            f = index.get(t, p, "capacity", case)
+            if f is None:
+                continue
+            sockets = f.extra.get("sockets")
+            per_socket = f.extra.get("bytes_per_socket")
+            rows.append(
+                [
+                    index.label(t, p),
+                    case,
+                    fmt_spread(sockets, fmt_count) if sockets else "not measured",
+                    fmt_spread(f.extra["handshake_rate"], fmt_rate)
+                    if "handshake_rate" in f.extra
+                    else "not measured",
+                    fmt_spread(f.p95, fmt_ms),
+                    fmt_errors(f.failures, f.requests),
+                    fmt_count(f.other_failures),
+                    fmt_spread(per_socket, fmt_kib) if per_socket else "not measured",
+                ]
+            )
+    if not rows:
+        return None
+    columns = [
+        "variant",
+        "target",
+        "sockets held",
+        "handshakes/s while ramping",
+        "handshake p95 ms",
+        "refused",
+        "dropped",
+    ]
+    columns.append("memory per socket")
+    return Table(columns, rows)
+
+
+def headline_table(index: Index) -> Table | None:
+    """One line per variant: the figure that matters most from each scenario."""
+    columns: list[str] = ["variant"]
+    getters: list[Callable[[str, str], str | None]] = []
+
+    def add(title: str, getter: Callable[[str, str], str | None]) -> None:
+        if any(getter(t, p) is not None for t, p in index.variants):
+            columns.append(title)
+            getters.append(getter)
+
+    for case in index.cases("http", "locust"):
+        add(f"{case} req/s", lambda t, p, c=case: _cell(index.get(t, p, "http", c), fmt_rps))
+    for case in index.cases("http", "wrk")[:1]:
+        add(f"{case} req/s (wrk)", lambda t, p, c=case: _cell(index.get(t, p, "http", c, "wrk"), fmt_rps))
+    add("echo msg/s", lambda t, p: _cell(index.get(t, p, "echo", names.ECHO_PATH), fmt_rps))
+    for case in index.cases("chat")[:1]:
+        add(
+            f"fan-out p99 ms ({case})",
+            lambda t, p, c=case: _cell(index.get(t, p, "chat", c), lambda f: fmt_spread(f.p99, fmt_ms)),
+        )
+    for case in index.cases("capacity")[:1]:
+        add(
+            "memory per socket",
+            lambda t, p, c=case: _cell(index.get(t, p, "capacity", c), lambda f: _bytes_per_socket(f)),
+        )
+    if len(columns) == 1:
+        return None
+    rows = [
+        [index.label(t, p), *(getter(t, p) or "not run" for getter in getters)] for t, p in index.variants
+    ]
+    return Table(columns, rows)
+
+
+def _runs(count: object) -> str:
+    return "1 run" if count == 1 else f"{count} runs"
+
+
+def _cell(figures: Figures | None, fmt: Callable[[Figures], str | None]) -> str | None:
+    return None if figures is None else fmt(figures)
+
+
+def _bytes_per_socket(f: Figures) -> str | None:
+    value = f.extra.get("bytes_per_socket")
+    return fmt_spread(value, fmt_kib) if value else None
+
+
+def profile_tables(index: Index) -> list[Table]:
+    """Each variant's figures under every profile side by side, with the ratio to the first."""
+    if len(index.profiles) < 2:
+        return []
+    first = index.profiles[0]
+    metrics: list[tuple[str, str, str, str, Callable[[Figures], float]]] = [
+        (f"{case} req/s ({tool})", "http", case, tool, lambda f: f.rps.median)
+        for tool in ("locust", "wrk")
+        for case in index.cases("http", tool)
+    ]
+    metrics += [("echo msg/s", "echo", names.ECHO_PATH, "locust", lambda f: f.rps.median)]
+    metrics += [
+        (f"fan-out p99 ms ({c})", "chat", c, "locust", lambda f: f.p99.median) for c in index.cases("chat")
+    ]
+    columns = ["variant", "measure", *index.profiles, *(f"{p} / {first}" for p in index.profiles[1:])]
+    rows = []
+    for server in dict.fromkeys(t for t, _ in index.variants):
+        for title, scenario, case, tool, value_of in metrics:
+            found = [index.get(server, p, scenario, case, tool) for p in index.profiles]
+            if any(f is None for f in found):
+                continue
+            values = [value_of(f) for f in found if f is not None]
+            fmt = fmt_ms if scenario == "chat" else fmt_rate
+            ratios = [f"{v / values[0]:.2f}x" if values[0] else "first is 0" for v in values[1:]]
+            rows.append([server, title, *(fmt(v) for v in values), *ratios])
+    return [Table(columns, rows)] if rows else []
+
+
+def key_values(pairs: Iterable[tuple[str, Any]]) -> Table:
+    return Table(["", ""], [[str(k), str(v)] for k, v in pairs])
+
+
+def settings_items(results: dict[str, Any]) -> list[str]:
+    s = results.get("settings", {})
+    http, wrk, echo, chat, cap = (s.get(k, {}) for k in ("http", "wrk", "echo", "chat", "capacity"))
+    profiles = "; ".join(
+        f"{p['name']}: {' '.join(f'{k}={v}' for k, v in p['env'].items()) or 'no extra variables'}"
+        for p in s.get("profiles", [])
+    )
+    limits = ", ".join(f"{k}={v}" for k, v in s.get("nginx_limits", {}).items())
+    return [
+        f"Load generator: {s.get('locust_mode')}; wrk with {s.get('wrk_threads')} threads and "
+        f"{wrk.get('connections')} connections, {wrk.get('duration')} s per run.",
+        f"Every measurement: {_runs(s.get('repeats'))}, reported as median (min to max); the rounds of runs "
+        f"are interleaved across endpoints. Warm-up: {s.get('warmup_s')} s of load on each stack first.",
+        f"HTTP: {http.get('users')} Locust users in a closed loop (no think time), "
+        f"{http.get('duration')} s per run, each endpoint alone; statistics reset once every user "
+        "has started.",
+        f"WebSocket echo: {echo.get('users')} users, one message every {echo.get('interval')} s each, "
+        f"{echo.get('duration')} s per run.",
+        f"Chat fan-out: {chat.get('users')} users, rooms {chat.get('rooms')}, one sender per room "
+        f"sending every {chat.get('interval')} s, {chat.get('duration')} s per run, "
+        f"{chat.get('replicas')} app replicas so that every room spans replicas (delivery crosses Redis).",
+        f"Capacity: {cap.get('sockets')} idle sockets on {cap.get('path')}, opened at "
+        f"{cap.get('spawn_rate')}/s; memory (docker stats, app containers) measured "
+        f"{cap.get('settle')} s after the last one opened.",
+        f"App containers: WEB_CONCURRENCY={s.get('web_concurrency')} server processes each, 1 replica "
+        f"(chat: {chat.get('replicas')}). App profiles: {profiles}.",
+        f"Nginx's per-address limits raised for the run (every user comes from one address): {limits}.",
+        "Locust's percentiles are its histogram buckets (1 ms wide below 100 ms, 10 ms up to 1 s); "
+        "wrk's are exact.",
+    ]
+
+
+def build_context(
+    results: dict[str, Any], figures: Sequence[Figures], chart_files: dict[str, str]
+) -> dict[str, Any]:
+    index = Index(figures, results)
+    settings = results.get("settings", {})
+    threshold = float(settings.get("generator_threshold", 0.8))
+    sections: list[Section] = []
+
+    headline = headline_table(index)
+    if headline is not None:
+        sections.append(
+            Section(
+                "Headline",
+                paragraphs=[
+                    f"Medians of {_runs(settings.get('repeats'))}. {LIMITED_MARK} marks a figure within "
+                    f"{threshold * 100:.0f} % of the load generator's own ceiling (limited by the generator, "
+                    "not the server): compare those variants with wrk's figures.",
+                ],
+                tables=[headline],
+            )
+        )
+    ceiling = ceiling_section(index, threshold)
+    if ceiling is not None:
+        sections.append(ceiling)
+    for tool, title in (("locust", "HTTP endpoints (Locust)"), ("wrk", "HTTP endpoints (wrk)")):
+        tables = http_tables(index, tool)
+        if tables:
+            sections.append(
+                Section(
+                    title,
+                    paragraphs=["Requests/s and latency per endpoint, median (min to max) of the runs."],
+                    tables=tables,
+                    charts=[
+                        (chart_files[k], c)
+                        for k, c in ((f"http-{tool}", "requests/s per endpoint"),)
+                        if k in chart_files
+                    ],
+                )
+            )
+    profiles = profile_tables(index)
+    if profiles:
+        sections.append(
+            Section(
+                "App profiles side by side",
+                paragraphs=["Medians per profile, and each profile's ratio to the first."],
+                tables=profiles,
+            )
+        )
+    echo = echo_table(index)
+    if echo is not None:
+        sections.append(
+            Section(
+                "WebSocket echo",
+                paragraphs=["Messages answered per second, and the round trip from send to reply."],
+                tables=[echo],
+                charts=[(chart_files["echo"], "echo messages/s and round trip p99")]
+                if "echo" in chart_files
+                else [],
+            )
+        )
+    chat = chat_tables(index)
+    if chat:
+        sections.append(
+            Section(
+                "Chat fan-out",
+                paragraphs=[
+                    "Delivery latency from a message's send to its receipt by every other member of the "
+                    "room; the ack is the sender's own copy (stored in PostgreSQL, then broadcast)."
+                ],
+                tables=chat,
+                charts=[(chart_files["chat"], "fan-out delivery p50 and p99")]
+                if "chat" in chart_files
+                else [],
+            )
+        )
+    capacity = capacity_table(index)
+    if capacity is not None:
+        sections.append(
+            Section(
+                "Connection capacity",
+                paragraphs=[
+                    "Idle WebSockets held open; memory per socket is the app containers' growth divided "
+                    "by the sockets open (the ws sidecar's, for gunicorn)."
+                ],
+                tables=[capacity],
+                charts=[(chart_files["capacity"], "memory per idle socket")]
+                if "capacity" in chart_files
+                else [],
+            )
+        )
+    sections.append(Section("How it was measured", items=settings_items(results)))
+    sections.append(environment_section(results))
+    notes = results.get("notes", [])
+    if notes:
+        sections.append(Section("Notes", items=[note.splitlines()[0] for note in notes]))
+    errors = results.get("errors", [])
+    if errors:
+        sections.append(
+            Section(
+                "Errors",
+                paragraphs=["Runs that produced no figures are left out of the tables above."],
+                items=[f"{e['stage']} / {e['step']}: {e['message'].splitlines()[0]}" for e in errors],
+            )
+        )
+    return {
+        "title": "Django + Channels on every server",
+        "status": results.get("status", "unknown"),
+        "started_at": results.get("started_at", ""),
+        "finished_at": results.get("finished_at", ""),
+        "wall": format_duration(_seconds_between(results.get("started_at"), results.get("finished_at"))),
+        "command": " ".join(results.get("command", [])),
+        "quick": bool(settings.get("quick")),
+        "sections": sections,
+    }
+
+
+def environment_section(results: dict[str, Any]) -> Section:
+    m = results.get("machine", {})
+    machine_table = key_values(
+        [
+            ("CPU", m.get("cpu_model")),
+            ("cores", f"{m.get('cpu_cores')} ({m.get('cpu_cores_usable')} usable)"),
+            ("memory", f"{m.get('memory_bytes', 0) / 2**30:.1f} GiB"),
+            ("OS, kernel", f"{m.get('os')}, {m.get('kernel')} ({m.get('architecture')})"),
+        ]
+    )
+    machine_table.title = "Machine"
+    stack_versions = [(f"stack: {k}", v) for k, v in results.get("stack_versions", {}).items()]
+    versions = key_values(
+        stack_versions + [(f"host: {k}", v) for k, v in results.get("host_versions", {}).items()]
+    )
+    versions.title = "Versions"
+    stacks = Table(
+        ["stage", "server", "image", "containers", "Docker userland proxy", "compose config"],
+        [
+            [
+                s["target"] if not s.get("profile") else f"{s['target']} · {s['profile']}",
+                s["server"],
+                str(s.get("image", ""))[:19],
+                ", ".join(f"{k} x{len(v)}" for k, v in s.get("containers", {}).items()),
+                "yes" if s.get("docker_userland_proxy") else "no",
+                s.get("compose_config") or "not saved",
+            ]
+            for s in results.get("stacks", [])
+        ],
+        title="Stacks",
+    )
+    return Section("Machine, versions and settings", tables=[machine_table, versions, stacks])
+
+
+def _seconds_between(start: str | None, end: str | None) -> float:
+    if not start or not end:
+        return 0.0
+    return (dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds()
+
+
+def md_cell(value: object) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=jinja2.select_autoescape(["html"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["md"] = md_cell
+    return env
+
+
+def render(out_dir: Path) -> list[Path]:
+    """Write the charts and both reports for the ``results.json`` in ``out_dir``."""
+    results = json.loads((out_dir / "results.json").read_text())
+    figures = analyse(results)
+    chart_files = charts.draw(figures, results, out_dir)
+    context = build_context(results, figures, chart_files)
+    env = environment()
+    written = []
+    for name in REPORTS:
+        path = out_dir / name
+        path.write_text(env.get_template(f"{name}.j2").render(**context))
+        written.append(path)
+    return written

@@ -1,0 +1,65 @@
+"""`make loadtest`'s arguments: what it would run, and every bad value refused by name."""
+
+import pytest
+
+from loadtests.bench import loadtest
+from loadtests.bench.config import ConfigError
+
+
+def build(tmp_path, *argv):
+    args = loadtest.parser().parse_args(["--server", "uvicorn", "--processes", "0", *argv])
+    return loadtest.build(args, tmp_path)
+
+
+def test_defaults(tmp_path, monkeypatch):
+    monkeypatch.delenv("LOADTEST_ARGS", raising=False)
+    stack, run = build(tmp_path)
+    assert (stack.server, stack.project, stack.port, stack.replicas) == (
+        "uvicorn",
+        "realtime-django",
+        8000,
+        1,
+    )
+    assert stack.limits["WS_CONN_PER_IP"] == "65535"  # Nginx's per-address limits raised
+    assert (run.scenario, run.users, run.seconds, run.host) == ("http", 50, 60, "http://127.0.0.1:8000")
+    command = run.command("python")
+    assert "--only-summary" not in command  # a person watches this one
+    assert command[command.index("--csv") + 1] == str(tmp_path / "locust")
+
+
+def test_capacity_measures_the_projects_app_containers(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOADTEST_ARGS", "--capacity-settle 2")
+    _, run = build(
+        tmp_path, "--scenario", "capacity", "--project", "mine", "--users", "300", "--", "-L", "INFO"
+    )
+    command = run.command("python")
+    assert command[command.index("--capacity-memory-containers") + 1] == r"^mine[-_](app|ws)[-_][0-9]+$"
+    assert command[command.index("--capacity-report") + 1] == str(tmp_path / "capacity-memory.json")
+    assert command[-4:] == ["--capacity-settle", "2", "-L", "INFO"]  # LOADTEST_ARGS, then what follows --
+    assert run.users == 300
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--server", "tornado"], "unknown SERVER 'tornado'; valid: daphne"),
+        (["--scenario", "ftp"], "unknown SCENARIO 'ftp'"),
+        (["--users", "0"], "USERS must be >= 1"),
+        (["--users", "many"], "USERS must be a whole number"),
+        (["--duration", "forever"], "DURATION must be a duration"),
+        (["--replicas", "0"], "REPLICAS must be >= 1"),
+        (["--port", "http"], "HTTP_PORT must be a whole number"),
+        (["--processes", "-3"], "LOADTEST_PROCESSES must be -1, 0 or a number"),
+        (["--spawn-rate", "0"], "spawn rate must be > 0"),
+    ],
+)
+def test_bad_arguments(tmp_path, argv, message):
+    args = loadtest.parser().parse_args(["--server", "uvicorn", *argv])
+    with pytest.raises(ConfigError, match=message):
+        loadtest.build(args, tmp_path)
+
+
+def test_bad_argument_exits_2_before_the_stack_is_touched(tmp_path, capsys):
+    assert loadtest.main(["--server", "uvicorn", "--scenario", "ftp", "--output", str(tmp_path)]) == 2
+    assert "unknown SCENARIO" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,146 @@
+"""The report, rendered from a results.json: every figure in it is a measured one, formatted once."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from loadtests.bench import __main__ as cli
+from loadtests.bench import report
+from loadtests.bench.analysis import analyse
+from loadtests.bench.stats import Spread
+from tests.bench.checks import PLACEHOLDERS, assert_report_shows
+
+FIXTURE = Path(__file__).parent / "fixtures" / "results.json"
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    shutil.copy(FIXTURE, out / "results.json")
+    report.render(out)
+    return out
+
+
+def test_files(rendered):
+    for name in ("report.md", "report.html"):
+        assert (rendered / name).stat().st_size > 1000
+    charts = sorted((rendered / "charts").glob("*.png"))
+    assert {c.stem for c in charts} == {"http-locust", "http-wrk", "echo", "chat", "capacity"}
+    for chart in charts:
+        assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"charts/{chart.name}" in (rendered / "report.md").read_text()
+        assert f"charts/{chart.name}" in (rendered / "report.html").read_text()
+
+
+def test_every_measurement_appears_with_its_figures(rendered):
+    results = json.loads(FIXTURE.read_text())
+    figures = analyse(results)
+    assert len(figures) == len(results["measurements"])  # every measurement produced figures
+    assert_report_shows(rendered, figures)
+
+
+def test_placeholders_are_caught(tmp_path):
+    for text in ("| nan |", "| None |", "{{ value }}", "not measured"):
+        assert PLACEHOLDERS.search(text), text
+    assert not PLACEHOLDERS.search("| 1,234 (1,200 to 1,260) | 0.00 % (0 of 5,154) | infinite |")
+
+
+def test_generator_limited_figures_are_marked(rendered):
+    figures = analyse(json.loads(FIXTURE.read_text()))
+    limited = [f for f in figures if f.limited]
+    assert limited, "the fixture has figures at the generator's ceiling"
+    markdown = (rendered / "report.md").read_text()
+    for f in limited:
+        assert f"{report.fmt_spread(f.rps, report.fmt_rate)} {report.LIMITED_MARK}" in markdown
+    assert markdown.count(report.LIMITED_MARK) >= len(limited)
+
+
+def test_profiles_side_by_side(rendered):
+    markdown = (rendered / "report.md").read_text()
+    assert "| variant | measure | stock | fast | fast / stock |" in markdown
+    assert "| uvicorn · stock |" in markdown and "| gunicorn · fast |" in markdown
+    figures = analyse(json.loads(FIXTURE.read_text()))
+    ping = {
+        (f.target, f.profile): f.rps.median for f in figures if f.case == "/api/ping" and f.tool == "locust"
+    }
+    ratio = ping[("uvicorn", "fast")] / ping[("uvicorn", "stock")]
+    assert f"{ratio:.2f}x" in markdown
+
+
+def test_settings_machine_and_versions_are_recorded(rendered):
+    results = json.loads(FIXTURE.read_text())
+    markdown = (rendered / "report.md").read_text()
+    assert results["machine"]["cpu_model"] in markdown
+    for name in ("django", "uvicorn", "nginx", "redis-server", "postgresql"):
+        assert f"stack: {name} | {results['stack_versions'][name]}" in markdown
+    assert f"host: locust | {results['host_versions']['locust']}" in markdown
+    assert "WS_CONN_PER_IP=65535" in markdown  # the raised Nginx limits are stated
+    assert results["settings"]["locust_mode"] in markdown
+
+
+@pytest.mark.parametrize(
+    ("fmt", "value", "text"),
+    [
+        (report.fmt_rate, 1234.4, "1,234"),
+        (report.fmt_rate, 84.04, "84.0"),
+        (report.fmt_ms, 36.0, "36"),  # Locust's whole milliseconds
+        (report.fmt_ms, 4.553, "4.55"),
+        (report.fmt_ms, 14.48, "14.5"),
+        (report.fmt_ms, 1234.5, "1,234"),
+        (report.fmt_kib, 7884.8, "7.7 KiB"),
+        (report.fmt_share, 0.856, "86 %"),
+    ],
+)
+def test_formats(fmt, value, text):
+    assert fmt(value) == text
+
+
+@pytest.mark.parametrize(
+    ("spread", "text"),
+    [
+        (Spread(790, 762, 933, 3), "790 (762 to 933)"),
+        (Spread(5, 5, 5, 1), "5"),
+        (Spread(10.91, 10.9, 10.92, 3), "10.9"),  # a range that formats to one value is not shown
+        (Spread(0.0, -2662.4, 2662.4, 3), "0.0 KiB (-2.6 KiB to 2.6 KiB)"),
+    ],
+)
+def test_spread_format(spread, text):
+    fmt = report.fmt_kib if "KiB" in text else (report.fmt_rate if spread.median > 9 else report.fmt_ms)
+    assert report.fmt_spread(spread, fmt) == text
+
+
+def test_errors(tmp_path):
+    assert report.fmt_errors(3, 1000) == "0.30 % (3 of 1,000)"
+    assert report.fmt_errors(0, 0) == "0.00 % (0 of 0)"
+
+
+def test_partial_results_render_what_there_is(tmp_path):
+    results = json.loads(FIXTURE.read_text())
+    results["measurements"] = [m for m in results["measurements"] if m["scenario"] == "echo"]
+    results["status"] = "interrupted"
+    results["errors"] = [{"stage": "daphne", "step": "up", "message": "make up failed\nlong log"}]
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    report.render(tmp_path)
+    markdown = (tmp_path / "report.md").read_text()
+    assert "This run is interrupted" in markdown
+    assert (
+        "## WebSocket echo" in markdown and "## HTTP endpoints" not in markdown and "## Chat" not in markdown
+    )
+    assert "- daphne / up: make up failed" in markdown
+
+
+def test_report_command(tmp_path, capsys):
+    assert cli.main(["report", str(tmp_path)]) == 2  # no results.json there
+    assert "usage" in capsys.readouterr().err
+    shutil.copy(FIXTURE, tmp_path / "results.json")
+    assert cli.main(["report", str(tmp_path)]) == 0
+    assert (tmp_path / "report.html").exists()
+
+
+def test_bad_setting_exits_2_before_anything_runs(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("BENCH_SERVERS", "tornado")
+    assert cli.main(["--output", str(tmp_path)]) == 2
+    assert "unknown server tornado" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no results folder, no stack

@@ -1,0 +1,102 @@
+"""The runner's bookkeeping without Docker: a stage whose stack fails runs once more from scratch."""
+
+import io
+
+import pytest
+
+from loadtests.bench import config, machine, runner
+from loadtests.bench.progress import Progress
+from loadtests.bench.stack import StackError
+
+
+@pytest.fixture
+def bench(tmp_path, monkeypatch):
+    monkeypatch.setattr(machine, "machine", lambda: {"cpu_model": "test"})
+    monkeypatch.setattr(machine, "host_versions", lambda: {})
+    settings = config.load(["--servers", "uvicorn"], environ={}, known_servers=["uvicorn"])
+    return runner.Bench(settings, tmp_path, [])
+
+
+def stage_failing(bench, failures):
+    """A stage whose measuring step fails on its first ``failures`` attempts."""
+    attempts = []
+    stage = runner.Stage("variant", "uvicorn", config.DEFAULT_PROFILE)
+
+    def measure():
+        attempts.append(len(attempts) + 1)
+        m = bench.measurement("uvicorn", "default", "http", "/api/ping", "locust", "/api/ping")
+        m["runs"].append({"attempt": len(attempts)})
+        if len(attempts) <= failures:
+            raise runner.StageAborted("the stack stopped answering")
+
+    downs = []
+    stage.steps = [runner.Step("measure", 1.0, measure)]
+    stage.teardown = runner.Step("down", 1.0, lambda: downs.append(True))
+    return stage, attempts, downs
+
+
+def test_a_failed_stage_runs_again_from_scratch(bench):
+    stage, attempts, downs = stage_failing(bench, failures=1)
+    out = io.StringIO()
+    bench.run_stage(stage, Progress(2, 2.0, out=out))
+    assert attempts == [1, 2] and len(downs) == 2  # taken down after each attempt
+    assert bench.results["errors"] == []
+    assert len(bench.results["notes"]) == 1 and "run again from scratch" in bench.results["notes"][0]
+    [measurement] = bench.results["measurements"]
+    assert measurement["runs"] == [{"attempt": 2}]  # the failed attempt's figures are gone
+    assert "[4/4] uvicorn · default · down" in out.getvalue()  # the progress counts the second attempt
+
+
+def test_a_stage_that_fails_twice_is_an_error(bench):
+    stage, attempts, downs = stage_failing(bench, failures=2)
+    bench.run_stage(stage, Progress(2, 2.0, out=io.StringIO()))
+    assert attempts == [1, 2] and len(downs) == 2
+    assert [e["step"] for e in bench.results["errors"]] == ["stage"]
+    assert "the stack stopped answering" in bench.results["errors"][0]["message"]
+    assert (bench.out / "results.json").exists()
+
+
+def test_a_fault_of_the_bench_is_not_retried(bench):
+    stage = runner.Stage("variant", "uvicorn", config.DEFAULT_PROFILE)
+    calls = []
+    stage.steps = [runner.Step("measure", 1.0, lambda: calls.append(1) or {}["missing"])]
+    stage.teardown = runner.Step("down", 1.0, lambda: None)
+    bench.run_stage(stage, Progress(2, 2.0, out=io.StringIO()))
+    assert calls == [1]
+    assert "unexpected KeyError" in bench.results["errors"][0]["message"]
+
+
+def test_teardown_failure_is_reported(bench):
+    stage, _, _ = stage_failing(bench, failures=0)
+
+    def broken_down():
+        raise StackError("make clean left containers behind")
+
+    stage.teardown = runner.Step("down", 1.0, broken_down)
+    bench.run_stage(stage, Progress(2, 2.0, out=io.StringIO()))
+    assert [(e["step"], e["message"]) for e in bench.results["errors"]] == [
+        ("down", "make clean left containers behind")
+    ]
+
+
+def test_stages_in_order_with_every_profile(tmp_path, monkeypatch):
+    monkeypatch.setattr(machine, "machine", lambda: {})
+    monkeypatch.setattr(machine, "host_versions", lambda: {})
+    settings = config.load(
+        ["--servers", "uvicorn gunicorn", "--profiles", "a:X=1 b:X=2"],
+        environ={},
+        known_servers=["uvicorn", "gunicorn"],
+    )
+    stages = runner.Bench(settings, tmp_path, []).stages()
+    assert [s.name for s in stages] == [
+        "ceiling",
+        "uvicorn · a",
+        "uvicorn · b",
+        "gunicorn · a",
+        "gunicorn · b",
+    ]
+    labels = [step.label for step in stages[1].steps]
+    assert labels[0] == "up" and labels[-1].startswith("chat") and "scale to 2 replicas" in labels
+    assert sum("(locust) run" in label for label in labels) == 4 * settings.repeats  # each endpoint, each run
+    no_ceiling = config.load(["--no-ceiling", "--servers", "uvicorn"], environ={}, known_servers=["uvicorn"])
+    assert [s.name for s in runner.Bench(no_ceiling, tmp_path, []).stages()] == ["uvicorn · default"]
