@@ -501,7 +501,7 @@ def test_locust_distributed_mode(render: Any) -> None:
     # The locustfile named in the ConfigMap lies where the Dockerfile copies loadtests/.
     ctr = master["spec"]["template"]["spec"]["containers"][0]
     locustfile = env_value(objects, ctr, "LOCUST_LOCUSTFILE")
-    dockerfile = (K8S / "loadtest" / "Dockerfile").read_text()
+    dockerfile = (DEPLOY / "loadtest.Dockerfile").read_text()
     copy = re.search(r"^COPY loadtests/ (\S+)$", dockerfile, re.MULTILINE)
     assert copy and locustfile and locustfile.startswith(copy.group(1).rstrip("/") + "/")
     relative = Path(locustfile).relative_to(copy.group(1))
