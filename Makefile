@@ -9,10 +9,13 @@ SERVER ?= uvicorn
 REPLICAS ?= 1
 TLS ?= 0
 HTTP_PORT ?= 8000
+HTTPS_PORT ?= 8443
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PROJECT ?= realtime-django
+# Docker Swarm stack name (make swarm-up): its own volumes, never the compose project's
+STACK ?= realtime-django-swarm
 
 # The server variants, from the one registry (deploy/servers.txt).
 SERVERS := $(shell awk '!/^\#/ && NF { print $$1 }' deploy/servers.txt)
@@ -35,8 +38,10 @@ endif
 # `docker compose` (v2) when present, else `docker-compose` (v1.29).
 COMPOSE_BIN := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 COMPOSE_PROFILES_ARGS := $(if $(filter-out $(SERVER),$(WS_SERVER)),--profile sidecar)
-COMPOSE := $(COMPOSE_BIN) -p $(PROJECT) $(COMPOSE_PROFILES_ARGS)
-export SERVER WS_SERVER TLS HTTP_PORT
+# TLS=1 lays compose.tls.yaml over compose.yaml: the HTTPS port and the certificate for Nginx.
+COMPOSE_FILES := -f compose.yaml $(if $(filter 1,$(TLS)),-f compose.tls.yaml)
+COMPOSE := $(COMPOSE_BIN) -p $(PROJECT) $(COMPOSE_FILES) $(COMPOSE_PROFILES_ARGS)
+export SERVER WS_SERVER TLS HTTP_PORT HTTPS_PORT
 export WS_HOST := $(if $(filter-out $(SERVER),$(WS_SERVER)),ws,app)
 
 .PHONY: help
@@ -71,14 +76,18 @@ lock: ## Re-resolve requirements/*.txt from pyproject.toml (needs uv)
 	uv pip compile pyproject.toml --universal --python-version 3.11 --quiet -o requirements/runtime.txt
 	uv pip compile pyproject.toml --extra dev --extra loadtest --universal --python-version 3.11 \
 	  -c requirements/runtime.txt --quiet -o requirements/dev.txt
+	uv pip compile requirements/loadtest.in -c requirements/dev.txt --universal --python-version 3.11 \
+	  --quiet -o requirements/loadtest.txt
 
 # --- Tests ---------------------------------------------------------------------------------------
 .PHONY: test
-test: lint test-unit test-services test-integration test-deploy test-e2e ## Every test (what CI runs)
+# test-swarm comes last: it turns the engine into a single-node swarm, which must not overlap a
+# compose stack's networks.
+test: lint test-unit test-services test-integration test-deploy test-e2e test-security test-faults test-bench test-swarm ## Every test (what CI runs)
 
 .PHONY: test-unit
-test-unit: venv ## Unit tests on the embedded defaults, the Nginx config, the load-test users
-	$(VENV)/bin/pytest tests/unit tests/nginx tests/loadtests -q -m "not integration and not e2e"
+test-unit: venv ## Unit tests on the embedded defaults, the Nginx config, the load-test users, the bench
+	$(VENV)/bin/pytest tests/unit tests/nginx tests/loadtests tests/bench -q -m "not integration and not e2e"
 
 .PHONY: test-services
 test-services: venv ## The unit tests again, on a throwaway PostgreSQL and Redis
@@ -89,12 +98,24 @@ test-integration: venv ## Real server processes, Redis and PostgreSQL, over real
 	$(VENV)/bin/pytest tests/integration -q -m integration
 
 .PHONY: test-deploy
-test-deploy: venv ## Production material: systemd units, Kubernetes overlays
-	$(VENV)/bin/pytest tests/deploy -q
+test-deploy: venv ## Production material: systemd units, Kubernetes overlays, the Swarm stack file
+	$(VENV)/bin/pytest tests/deploy -q -m "not e2e"
+
+.PHONY: test-swarm
+test-swarm: venv ## The Swarm stack on a single-node swarm: deploy, chat, rolling update (needs Docker)
+	$(VENV)/bin/pytest tests/deploy/test_swarm.py -q -m e2e
 
 .PHONY: test-e2e
 test-e2e: venv ## The compose stack through Nginx, for every variant (needs Docker)
 	$(VENV)/bin/pytest tests/e2e -q -m e2e
+
+.PHONY: test-security
+test-security: venv ## Hostile input, hardening and TLS on the compose stack (SECURITY_VARIANTS, SECURITY_TLS_VARIANTS)
+	$(VENV)/bin/pytest tests/security -q -m e2e
+
+.PHONY: test-faults
+test-faults: venv ## Faults injected into the running stack (FAULT_VARIANTS="daphne gunicorn" by default)
+	$(VENV)/bin/pytest tests/faults -q -m faults
 
 # --- The stack -----------------------------------------------------------------------------------
 .PHONY: check-server
@@ -106,15 +127,19 @@ check-server:
 secrets: ## Generate local random secrets under .cache/secrets (once)
 	@scripts/make-secrets.sh .cache/secrets
 
+.PHONY: tls-cert
+tls-cert: ## Generate the local self-signed HTTPS certificate under .cache/secrets (for TLS=1)
+	@scripts/make-tls-cert.sh .cache/secrets
+
 .PHONY: build
 build: check-server secrets $(if $(filter 1,$(OFFLINE)),wheelhouse) ## Build the app image
 	$(COMPOSE) build app
 
 .PHONY: up
-up: check-server build ## Start the stack: make up SERVER=<variant> [REPLICAS=n] [TLS=1]
+up: check-server build $(if $(filter 1,$(TLS)),tls-cert) ## Start the stack: make up SERVER=<variant> [REPLICAS=n] [TLS=1]
 	$(COMPOSE) up -d --scale app=$(REPLICAS) $(if $(COMPOSE_PROFILES_ARGS),--scale ws=$(REPLICAS)) --remove-orphans
 	scripts/wait-healthy.sh $(PROJECT) 180
-	@echo "$(SERVER) is up: http://127.0.0.1:$(HTTP_PORT)/"
+	@echo "$(SERVER) is up: $(if $(filter 1,$(TLS)),https://127.0.0.1:$(HTTPS_PORT)/,http://127.0.0.1:$(HTTP_PORT)/)"
 
 .PHONY: down
 down: ## Stop the stack (data kept)
@@ -123,6 +148,10 @@ down: ## Stop the stack (data kept)
 .PHONY: clean
 clean: ## Stop the stack and drop its volumes (database included)
 	$(COMPOSE_BIN) -p $(PROJECT) --profile sidecar down --remove-orphans --volumes
+
+.PHONY: compose
+compose: ## Any compose command on this stack (project, files, profiles): make compose ARGS="restart redis"
+	$(COMPOSE) $(ARGS)
 
 .PHONY: logs
 logs: ## Follow the stack's logs
@@ -136,10 +165,63 @@ ps: ## List the stack's containers
 shell: ## A Django shell in an app container
 	$(COMPOSE) exec app python manage.py shell
 
+# --- Docker Swarm (deploy/swarm/) ---------------------------------------------------------------
+SWARM_STACK := STACK=$(STACK) SERVER=$(SERVER) REPLICAS=$(REPLICAS) HTTP_PORT=$(HTTP_PORT) \
+	HTTPS_PORT=$(HTTPS_PORT) TLS=$(TLS) deploy/swarm/stack.sh
+
+.PHONY: swarm-up
+swarm-up: check-server build $(if $(filter 1,$(TLS)),tls-cert) ## Deploy on a swarm: make swarm-up SERVER=<variant> [REPLICAS=n] [STACK=name] [TLS=1]
+	$(SWARM_STACK) deploy
+
+.PHONY: swarm-down
+swarm-down: ## Remove the swarm stack (volumes kept)
+	$(SWARM_STACK) rm
+
+.PHONY: swarm-clean
+swarm-clean: ## Remove the swarm stack and its volumes (database included)
+	$(SWARM_STACK) purge
+
+# --- Load generation at scale (loadtests/compose.yaml) -------------------------------------------
+LOADGEN_WORKERS ?= 2
+LOADGEN_PROJECT ?= realtime-django-loadgen
+LOADGEN_HOST ?= http://127.0.0.1:$(HTTP_PORT)
+LOADGEN_RESULTS ?= $(CURDIR)/results/loadgen
+LOADGEN := $(COMPOSE_BIN) -p $(LOADGEN_PROJECT) -f loadtests/compose.yaml
+export LOADGEN_WORKERS LOADGEN_HOST LOADGEN_RESULTS
+
+.PHONY: loadgen
+loadgen: $(if $(filter 1,$(OFFLINE)),wheelhouse) ## Locust master + LOADGEN_WORKERS workers, headless and bounded, against LOADGEN_HOST
+	mkdir -p "$(LOADGEN_RESULTS)"
+	$(LOADGEN) build
+	@# Follows the master alone (workers exit first, when it tells them to); its exit code is the run's.
+	trap '$(LOADGEN) down; echo "reports: $(LOADGEN_RESULTS)/"' EXIT; \
+	LOADGEN_USER=$$(id -u):$$(id -g) $(LOADGEN) up -d --scale locust-worker=$(LOADGEN_WORKERS); \
+	$(LOADGEN) logs -f --no-log-prefix locust-master; \
+	exit "$$(docker wait "$$($(LOADGEN) ps -q locust-master)")"
+
+# --- Load tests and the side-by-side comparison (loadtests/bench/) -------------------------------
+SCENARIO ?= http
+USERS ?=
+DURATION ?=
+
+.PHONY: loadtest
+loadtest: check-server venv ## Locust headless on the stack (up if needed): make loadtest SERVER=x [SCENARIO=http|echo|chat|capacity] [USERS=n] [DURATION=60s] [REPLICAS=n]
+	$(PY) -m loadtests.bench.loadtest --server $(SERVER) --scenario $(SCENARIO) --replicas $(REPLICAS) \
+	  --project $(PROJECT) --port $(HTTP_PORT) $(if $(USERS),--users $(USERS)) $(if $(DURATION),--duration $(DURATION))
+
+.PHONY: bench
+bench: venv ## Every variant side by side: results/<timestamp>/report.md (BENCH_QUICK=1: a short check; .env.example: BENCH_*)
+	$(PY) -m loadtests.bench
+
+.PHONY: test-bench
+test-bench: venv ## The bench's unit tests, and its pipeline end to end in quick mode on two variants (needs Docker)
+	$(VENV)/bin/pytest tests/bench -q
+
 # --- Air-gapped build ----------------------------------------------------------------------------
 .PHONY: wheelhouse
-wheelhouse: ## Build requirements/wheelhouse/ from the lock file with the host's pip
+wheelhouse: ## Build requirements/wheelhouse/ from the lock files with the host's pip (loadtest/: the load generator's)
 	deploy/offline/build-wheelhouse.sh
+	WHEELHOUSE=requirements/wheelhouse/loadtest deploy/offline/build-wheelhouse.sh requirements/loadtest.txt
 
 .PHONY: offline-images
 offline-images: ## Build stand-in base images from Debian packages (no registry needed)

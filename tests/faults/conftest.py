@@ -1,0 +1,94 @@
+"""One compose stack per variant (REPLICAS=2), shared by every fault test of that variant.
+
+Each test leaves the stack as it found it (every container running and healthy): the autouse
+fixture checks that before each test, and restores it after a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.faults.stack import ARTIFACTS, PROJECT, Stack, fault_variants, free_port
+
+# Figures each test records (close codes, failed requests, message counts), printed after the run
+# and written to artifacts/faults/report.json.
+REPORT: list[dict[str, Any]] = []
+
+
+def docker_available() -> bool:
+    return (
+        shutil.which("docker") is not None
+        and subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
+    )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _require_docker() -> None:
+    if not docker_available():
+        if os.environ.get("E2E_REQUIRED") == "1":
+            pytest.fail("E2E_REQUIRED=1 but no Docker engine answers `docker info`")
+        pytest.skip("no Docker engine: the fault tests need one (`docker info` failed)")
+
+
+@pytest.fixture(scope="session", params=fault_variants())
+def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
+    stack = Stack(server=request.param, port=free_port())
+    stack.clean()  # a stack left over by an interrupted run
+    try:
+        stack.up()
+        yield stack
+    finally:
+        stack.clean()
+
+
+@pytest.fixture(autouse=True)
+def _healthy_before_and_after(request: pytest.FixtureRequest) -> Iterator[None]:
+    if "stack" not in request.fixturenames:
+        yield
+        return
+    stack: Stack = request.getfixturevalue("stack")
+    stack.wait_serving()
+    yield
+    # A test that failed half-way may have left a service stopped: start everything again.
+    if getattr(request.node, "rep_call_failed", False):
+        stack.compose("up", "-d", *stack.scale_args())
+        stack.wait_serving()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call" and report.failed:
+        item.rep_call_failed = True  # type: ignore[attr-defined]
+        stack = getattr(item, "funcargs", {}).get("stack")
+        if isinstance(stack, Stack):
+            report.sections.append(("docker logs (last lines of each container)", stack.logs_tail()))
+    return report
+
+
+@pytest.fixture
+def record(stack: Stack, request: pytest.FixtureRequest) -> Any:
+    """``record(**figures)`` adds this test's figures to the run's report."""
+
+    def add(**figures: Any) -> None:
+        REPORT.append({"variant": stack.server, "test": request.node.originalname, **figures})
+
+    return add
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not REPORT:
+        return
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "report.json").write_text(json.dumps(REPORT, indent=2) + "\n")
+    terminalreporter.section(f"fault figures ({PROJECT}; also in {ARTIFACTS / 'report.json'})")
+    for entry in REPORT:
+        figures = {key: value for key, value in entry.items() if key not in ("variant", "test")}
+        terminalreporter.write_line(f"{entry['variant']:<14} {entry['test']:<44} {json.dumps(figures)}")

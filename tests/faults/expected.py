@@ -1,0 +1,33 @@
+"""What each variant does with open WebSockets when its process is told to stop (SIGTERM).
+
+One line per variant: the README's "Guarantees under faults" table says the same. A server that
+does not run ``disconnect()`` leaves room memberships behind; they age out on their own (live
+members renew theirs, CHANNEL_LAYER_GROUP_EXPIRY), which the tests check too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class OnSigterm:
+    close_codes: frozenset[int | None]  # what clients receive (None: dropped without a close frame)
+    members_left: str  # in Redis right after the stop: "none" (disconnect() ran), "some", "all"
+
+
+ON_SIGTERM = {
+    # Uvicorn closes every WebSocket with 1012 and sends websocket.disconnect at once.
+    "uvicorn": OnSigterm(frozenset({1012}), "none"),
+    "gunicorn": OnSigterm(frozenset({1012}), "none"),  # its WebSockets are the Uvicorn sidecar's
+    # Daphne cancels every connection at once; the consumer closes with 1012 and leaves its room.
+    "daphne": OnSigterm(frozenset({1012}), "none"),
+    # deploy/bin/gunicorn_asgi_conf.py does on SIGTERM what Daphne does.
+    "gunicorn-asgi": OnSigterm(frozenset({1012}), "none"),
+    # Hypercorn keeps WebSockets open and serving for GRACEFUL_TIMEOUT, then cancels them (1012 and
+    # disconnect() from the consumer); its master terminates the remaining workers as soon as the
+    # first one exits, which can cut a late worker's cleanup short.
+    "hypercorn": OnSigterm(frozenset({1012, None}), "some"),
+    # Granian drops every WebSocket at once, with no close frame, and never calls disconnect().
+    "granian": OnSigterm(frozenset({None}), "all"),
+}
