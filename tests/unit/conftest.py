@@ -1,3 +1,5 @@
+import contextlib
+
 import pytest
 from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
@@ -21,6 +23,10 @@ def _fresh_channel_layer():
     channel_layers.backends.clear()
 
 
+# Every client made by ``communicator()`` in the running test (closed by ``close_communicators``).
+_clients: list[WebsocketCommunicator] = []
+
+
 def communicator(
     path: str, *, origin: bytes | None = ORIGIN, host: bytes = b"localhost"
 ) -> WebsocketCommunicator:
@@ -28,4 +34,22 @@ def communicator(
     headers = [(b"host", host)]
     if origin is not None:
         headers.append((b"origin", origin))
-    return WebsocketCommunicator(application, path, headers=headers)
+    client = WebsocketCommunicator(application, path, headers=headers)
+    _clients.append(client)
+    return client
+
+
+async def close_communicators() -> None:
+    """Disconnect every client the test left open, as a browser closing its tab would.
+
+    A consumer still running when the test's event loop closes would be cancelled together with its
+    pending Redis read, and on Python 3.11 such a read can swallow the cancellation and block the
+    loop's shutdown (make test-services). Disconnected, each consumer ends the way it does in
+    production.
+    """
+    while _clients:
+        client = _clients.pop()
+        if not client.future.done():
+            with contextlib.suppress(Exception):
+                await client.disconnect(timeout=3)
+        client.stop(exceptions=False)

@@ -12,9 +12,16 @@ from chat.consumers import room_group
 from chat.models import Message
 from django.db import OperationalError
 
-from tests.unit.conftest import communicator
+from tests.unit.conftest import close_communicators, communicator
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+async def _clients_closed():
+    yield
+    await close_communicators()
+
 
 TIMEOUT = 3
 
