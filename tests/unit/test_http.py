@@ -94,7 +94,9 @@ async def test_whoami_ignores_forwarded_headers_from_anyone_else(get, settings):
     assert body["scheme"] == "http"
 
 
-@pytest.mark.parametrize("path", ["/", "/api/ping", "/api/ping-sync", "/healthz", "/api/whoami"])
+@pytest.mark.parametrize(
+    "path", ["/", "/api/ping", "/api/ping-sync", "/api/db", "/api/whoami", "/healthz", "/readyz", "/nowhere"]
+)
 async def test_foreign_host_is_refused_on_every_path(get, path):
     response = await get(path, host="evil.example.com")
     assert response.status_code == 400

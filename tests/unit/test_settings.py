@@ -150,3 +150,42 @@ def test_pooled_connections_are_checked_before_use(setting, checks):
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) is checks
+
+
+@pytest.mark.parametrize(
+    ("services", "database", "layer"),
+    [
+        ({}, "django.db.backends.sqlite3", "channels.layers.InMemoryChannelLayer"),
+        (
+            {
+                "DATABASE_URL": "postgres://app@db.invalid:5432/app",
+                "REDIS_URL": "redis://redis.invalid:6379/0",
+            },
+            "django.db.backends.postgresql",
+            "channels_redis.core.RedisChannelLayer",
+        ),
+    ],
+    ids=["nothing-configured", "both-services"],
+)
+def test_embedded_defaults_and_the_services_that_replace_them(services, database, layer):
+    """No service configured: SQLite and the in-memory layer; DATABASE_URL and REDIS_URL switch."""
+    script = (
+        "import django, json; django.setup(); from django.conf import settings as s; "
+        "print(json.dumps([s.DATABASES['default']['ENGINE'], s.CHANNEL_LAYERS['default']['BACKEND']]))"
+    )
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DJANGO_", "DATABASE", "REDIS", "CHANNEL_LAYER"))
+    }
+    environment.update(PRODUCTION, DJANGO_SETTINGS_MODULE="config.settings", **services)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=APP_DIR,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [database, layer]
