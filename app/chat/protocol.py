@@ -33,7 +33,8 @@ class CloseCode:
     TRY_AGAIN_LATER: Final = 1013  # the database or the channel layer is unavailable: reconnect later
 
 
-ROOM_NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+ROOM_PATTERN = r"[A-Za-z0-9._-]{1,100}"  # also the chat route's (chat/routing.py)
+ROOM_NAME = re.compile(rf"^{ROOM_PATTERN}$")
 USER_NAME = re.compile(r"^[A-Za-z0-9 ._-]{1,32}$")
 ANONYMOUS = "anonymous"
 

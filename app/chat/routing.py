@@ -1,12 +1,13 @@
-from channels.security.websocket import WebsocketDenier
+from core.asgi_middleware import deny
 from django.urls import path, re_path
 
 from chat.consumers import ChatConsumer, EchoConsumer
+from chat.protocol import ROOM_PATTERN
 
 websocket_urlpatterns = [
     path("ws/echo/", EchoConsumer.as_asgi()),
-    # Any single path segment reaches the consumer, which refuses bad room names at the handshake.
-    re_path(r"^ws/chat/(?P<room>[^/]+)/$", ChatConsumer.as_asgi()),
-    # Everything else is refused cleanly (403) instead of raising "No route found".
-    re_path(r"", WebsocketDenier.as_asgi()),
+    # Only valid room names reach the consumer (which checks again); any other path, a bad room name
+    # included, is refused below (403) without touching the channel layer.
+    re_path(rf"^ws/chat/(?P<room>{ROOM_PATTERN})/$", ChatConsumer.as_asgi()),
+    re_path(r"", deny),
 ]

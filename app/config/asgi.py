@@ -25,17 +25,23 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from chat.routing import websocket_urlpatterns  # noqa: E402
 from core.asgi_middleware import (  # noqa: E402
     AllowedHostMiddleware,
+    AllowedOriginMiddleware,
     RefusedHandshakeMiddleware,
     WebsocketProxyMiddleware,
 )
 
+# Inside: Channels' canonical stack. Around it (core/asgi_middleware.py): the proxy's client address
+# and request id, then the Host and Origin refusals made cheaply (no channel layer per refused
+# handshake), and outermost the guarantee that a refused handshake is answered at once on every server.
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": RefusedHandshakeMiddleware(
             WebsocketProxyMiddleware(
                 AllowedHostMiddleware(
-                    AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+                    AllowedOriginMiddleware(
+                        AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+                    )
                 )
             )
         ),

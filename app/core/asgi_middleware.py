@@ -1,11 +1,13 @@
 """ASGI middleware for WebSocket scopes: the same proxy and Host rules as the HTTP middleware."""
 
 import asyncio
+import logging
 import re
 import uuid
 from typing import Any
+from urllib.parse import urlparse
 
-from channels.security.websocket import WebsocketDenier
+from channels.security.websocket import AllowedHostsOriginValidator
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
@@ -14,6 +16,7 @@ from core.proxy import forwarded_client, is_trusted_proxy
 
 Scope = dict[str, Any]
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+logger = logging.getLogger(__name__)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -23,14 +26,27 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-class RefusedHandshakeMiddleware:
-    """Ends a refused WebSocket handshake on every server.
+async def deny(scope: Scope, receive: Any, send: Any) -> None:
+    """Refuses a WebSocket handshake (the server answers HTTP 403) and returns at once.
 
-    A ``websocket.close`` sent before ``websocket.accept`` refuses the handshake (HTTP 403), after
-    which the ASGI spec has the server deliver ``websocket.disconnect``. Granian does not always
-    deliver it, so the refusing app (Channels' ``WebsocketDenier``, a consumer, included) waits
-    for it forever and the client's 403 never comes. After a refusal, this hands the app that
-    disconnect itself. Once a handshake is accepted it only passes messages through.
+    For the refusals this app makes itself (unknown path, Host not allowed): unlike Channels'
+    ``WebsocketDenier``, a consumer, it opens no channel on the channel layer, so a refused
+    handshake costs no Redis call.
+    """
+    await receive()  # websocket.connect
+    await send({"type": "websocket.close"})
+
+
+class RefusedHandshakeMiddleware:
+    """Ends a refused WebSocket handshake on every server, at once.
+
+    A ``websocket.close`` sent before ``websocket.accept`` refuses the handshake (HTTP 403). Granian
+    sends that 403 only once the application returns, and after a refusal it does not always
+    deliver the ``websocket.disconnect`` the ASGI spec promises, so a refusing consumer (Channels'
+    ``WebsocketDenier`` for a foreign Origin, say) would wait, and the client with it. This runs the
+    application in a task of its own and returns to the server as soon as the handshake is refused;
+    the application then gets that disconnect from here and winds down in the background. Once a
+    handshake is accepted, it only passes messages through and waits for the application.
     """
 
     def __init__(self, app: Any) -> None:
@@ -39,13 +55,17 @@ class RefusedHandshakeMiddleware:
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         accepted = False
         refused = asyncio.Event()
+        decided = asyncio.Event()  # accepted or refused
 
         async def watching_send(message: dict[str, Any]) -> None:
             nonlocal accepted
-            if message["type"] == "websocket.accept":
-                accepted = True
-            elif message["type"] == "websocket.close" and not accepted:
-                refused.set()
+            if not decided.is_set():
+                if message["type"] == "websocket.accept":
+                    accepted = True
+                    decided.set()
+                elif message["type"] == "websocket.close":
+                    refused.set()
+                    decided.set()
             await send(message)
 
         async def receive_until_refused() -> dict[str, Any]:
@@ -62,11 +82,39 @@ class RefusedHandshakeMiddleware:
             message.cancel()
             return _REFUSED_DISCONNECT
 
-        await self.app(scope, receive_until_refused, watching_send)
+        app = asyncio.ensure_future(self.app(scope, receive_until_refused, watching_send))
+        decision = asyncio.ensure_future(decided.wait())
+        try:
+            await asyncio.wait({app, decision}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # The server stops the connection during the handshake: so does the application.
+            decision.cancel()
+            app.cancel()
+            await app
+            return
+        decision.cancel()
+        if refused.is_set() and not app.done():
+            # The server answers the refusal now; the application winds down in the background.
+            _winding_down.add(app)
+            app.add_done_callback(_wound_down)
+            return
+        # Accepted (or the application ended). Awaiting the task passes a server's cancellation on
+        # to it, and its outcome back: a GuardedConsumer stopped by its server closes 1012 and
+        # returns normally, as it does without this middleware.
+        await app
 
 
 # What a server delivers after a refused handshake: the connection closed abnormally (RFC 6455).
 _REFUSED_DISCONNECT = {"type": "websocket.disconnect", "code": 1006}
+
+# Applications still winding down after a refused handshake (a reference keeps each task alive).
+_winding_down: set[asyncio.Task[None]] = set()
+
+
+def _wound_down(app: asyncio.Task[None]) -> None:
+    _winding_down.discard(app)
+    if not app.cancelled() and app.exception() is not None:
+        logger.error("WebSocket application failed after a refused handshake", exc_info=app.exception())
 
 
 class WebsocketProxyMiddleware:
@@ -92,6 +140,27 @@ class WebsocketProxyMiddleware:
             request_id_var.reset(token)
 
 
+class AllowedOriginMiddleware:
+    """Refuses a handshake whose Origin does not name an allowed host (or that has none), with ``deny``.
+
+    The decision is Channels' own: ``AllowedHostsOriginValidator``'s ``valid_origin``, which also
+    stays in the stack behind this one. Only the refusal differs: Channels refuses with
+    ``WebsocketDenier``, a consumer that opens a channel on the layer (a Redis read per refused
+    handshake); ``deny`` opens none.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.validator = AllowedHostsOriginValidator(app)
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        origin = _header(scope, b"origin")
+        if self.validator.valid_origin(urlparse(origin) if origin is not None else None):
+            await self.app(scope, receive, send)
+        else:
+            await deny(scope, receive, send)
+
+
 class AllowedHostMiddleware:
     """Refuses a WebSocket handshake whose Host is not in ALLOWED_HOSTS (HTTP gets a 400 from Django)."""
 
@@ -101,7 +170,6 @@ class AllowedHostMiddleware:
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         domain, _port = split_domain_port(_header(scope, b"host") or "")
         if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
-            denier = WebsocketDenier()
-            await denier(scope, receive, send)
+            await deny(scope, receive, send)
             return
         await self.app(scope, receive, send)

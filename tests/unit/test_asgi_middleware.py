@@ -1,15 +1,18 @@
-"""RefusedHandshakeMiddleware: a refused handshake ends even when the server sends no disconnect."""
+"""RefusedHandshakeMiddleware and deny: a refused handshake ends at once, whatever the server sends."""
 
 import asyncio
 
 import pytest
-from channels.security.websocket import WebsocketDenier
-from core.asgi_middleware import RefusedHandshakeMiddleware
-
-# The denier is a Channels consumer: it closes old database connections before each message.
-pytestmark = pytest.mark.django_db(transaction=True)
+from core.asgi_middleware import RefusedHandshakeMiddleware, deny
 
 SCOPE = {"type": "websocket", "path": "/ws/x/", "headers": []}
+
+
+async def denier(scope, receive, send):
+    """Refuses like Channels' WebsocketDenier: close before accept, then wait for the disconnect."""
+    await receive()
+    await send({"type": "websocket.close"})
+    assert (await receive())["type"] == "websocket.disconnect"
 
 
 def server_without_disconnect():
@@ -30,9 +33,9 @@ def server_without_disconnect():
     return receive, send, sent
 
 
-async def test_channels_denier_returns_after_refusing():
+async def test_a_refusing_app_gets_its_disconnect_and_returns():
     receive, send, sent = server_without_disconnect()
-    app = RefusedHandshakeMiddleware(WebsocketDenier.as_asgi())
+    app = RefusedHandshakeMiddleware(denier)
     await asyncio.wait_for(app(SCOPE, receive, send), timeout=5)
     assert sent == [{"type": "websocket.close"}]
 
@@ -41,7 +44,7 @@ async def test_without_it_the_denier_waits_forever():
     """The failure this middleware exists for: the test above is not passing by accident."""
     receive, send, sent = server_without_disconnect()
     with pytest.raises(TimeoutError):
-        await asyncio.wait_for(WebsocketDenier.as_asgi()(SCOPE, receive, send), timeout=0.5)
+        await asyncio.wait_for(denier(SCOPE, receive, send), timeout=0.5)
     assert sent == [{"type": "websocket.close"}]
 
 
@@ -73,3 +76,67 @@ async def test_accepted_socket_messages_pass_through():
         "websocket.disconnect",
     ]
     assert seen[2]["code"] == 1000
+
+
+async def test_returns_to_the_server_at_once_even_if_the_refusing_app_lingers():
+    """Granian answers 403 only once the application returns: a slow wind-down must not delay it."""
+    receive, send, sent = server_without_disconnect()
+    wound_down = asyncio.Event()
+
+    async def lingering(scope, app_receive, app_send):
+        await app_receive()
+        await app_send({"type": "websocket.close"})
+        try:
+            await asyncio.sleep(3600)  # a slow clean-up (a channel-layer read being cancelled, say)
+        finally:
+            wound_down.set()
+
+    await asyncio.wait_for(RefusedHandshakeMiddleware(lingering)(SCOPE, receive, send), timeout=1)
+    assert sent == [{"type": "websocket.close"}]
+    assert not wound_down.is_set()  # still winding down, in the background
+
+
+async def test_deny_refuses_and_returns_without_the_channel_layer(monkeypatch):
+    import channels.layers
+
+    def no_layer(*args, **kwargs):
+        raise AssertionError("a refusal must not touch the channel layer")
+
+    monkeypatch.setattr(channels.layers, "get_channel_layer", no_layer)
+    receive, send, sent = server_without_disconnect()
+    await asyncio.wait_for(deny(SCOPE, receive, send), timeout=1)
+    assert sent == [{"type": "websocket.close"}]
+
+
+async def test_a_server_stop_reaches_an_accepted_app_and_its_normal_end_comes_back():
+    """Daphne cancels the connection's task on SIGTERM: the app sees it, closes, and returns."""
+    stopped = asyncio.Event()
+    accepted = asyncio.Event()
+    sent: list[dict] = []
+
+    async def receive():
+        if not sent:
+            return {"type": "websocket.connect"}
+        await asyncio.Event().wait()
+
+    async def send(message):
+        sent.append(message)
+        if message["type"] == "websocket.accept":
+            accepted.set()
+
+    async def consumer(scope, app_receive, app_send):
+        await app_receive()
+        await app_send({"type": "websocket.accept"})
+        try:
+            await app_receive()
+        except asyncio.CancelledError:
+            await app_send({"type": "websocket.close", "code": 1012})
+            stopped.set()  # and returns normally, as GuardedConsumer does
+
+    connection = asyncio.ensure_future(RefusedHandshakeMiddleware(consumer)(SCOPE, receive, send))
+    await asyncio.wait_for(accepted.wait(), timeout=1)
+    connection.cancel()
+    await asyncio.wait_for(asyncio.shield(connection), timeout=1)
+    assert stopped.is_set()
+    assert not connection.cancelled()
+    assert sent == [{"type": "websocket.accept"}, {"type": "websocket.close", "code": 1012}]
