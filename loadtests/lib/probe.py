@@ -65,6 +65,16 @@ def latency_ms(sent_at: float, received_at: float) -> float:
     return max(0.0, (received_at - sent_at) * 1000.0)
 
 
+def is_heartbeat(text: str) -> bool:
+    """The app's keep-alive frame, ``{"type": "heartbeat"}`` (app/chat/consumers.py, WS_APP_HEARTBEAT)."""
+    if "heartbeat" not in text:  # the common case, without parsing
+        return False
+    try:
+        return json.loads(text) == {"type": "heartbeat"}
+    except ValueError:
+        return False
+
+
 def parse_frame(text: str | bytes) -> dict[str, Any]:
     """A server frame as a JSON object; anything else raises ``UnexpectedFrameError``."""
     if isinstance(text, bytes):

@@ -28,7 +28,7 @@ from locust.exception import StopUser
 
 from loadtests.lib import names
 from loadtests.lib.backoff import Backoff
-from loadtests.lib.probe import close_status
+from loadtests.lib.probe import close_status, is_heartbeat
 from loadtests.lib.settings import WsSettings, ws_settings
 from loadtests.lib.urls import DEFAULT_BASE_URL, join_url
 
@@ -161,8 +161,13 @@ class WebSocketUser(User):
         self.ws.send(text)
 
     def receive_text(self, timeout: float | None) -> str:
-        """The next text frame. Pings are answered by websocket-client itself; a close frame
-        raises ``SocketClosedError``; ``timeout`` None waits for as long as the user lives."""
+        """The next text frame that is not an app heartbeat. Pings are answered by websocket-client
+        itself; a close frame raises ``SocketClosedError``; ``timeout`` None waits for as long as
+        the user lives.
+
+        Heartbeat frames (``{"type": "heartbeat"}``, sent by the app where the server has no
+        WebSocket ping: Granian, Gunicorn's ASGI worker) answer nothing: taken as the reply to a
+        request, they would put every later reply one behind."""
         ws = self.ws
         if ws is None:
             raise websocket.WebSocketConnectionClosedException("not connected")
@@ -170,7 +175,9 @@ class WebSocketUser(User):
         while True:
             opcode, data = ws.recv_data()
             if opcode == websocket.ABNF.OPCODE_TEXT:
-                return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+                text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+                if not is_heartbeat(text):
+                    return text
             if opcode == websocket.ABNF.OPCODE_CLOSE:
                 raise SocketClosedError(*close_status(data))
             # A binary frame: the app never sends one; skip it rather than fail the socket.

@@ -9,6 +9,7 @@ from loadtests.lib.probe import (
     close_status,
     decode_probe,
     encode_probe,
+    is_heartbeat,
     latency_ms,
     parse_frame,
     server_error,
@@ -84,3 +85,18 @@ def test_close_payloads():
     assert close_status(b"") == (None, "")
     assert close_status((1013).to_bytes(2, "big") + b"try again later") == (1013, "try again later")
     assert close_status((1008).to_bytes(2, "big")) == (1008, "")
+
+
+@pytest.mark.parametrize(
+    ("text", "heartbeat"),
+    [
+        ('{"type": "heartbeat"}', True),
+        ('{"type":"heartbeat"}', True),
+        ('{"message": "heartbeat"}', False),
+        ('{"type": "heartbeat", "extra": 1}', False),
+        ("heartbeat", False),
+        ('{"message": "hi"}', False),
+    ],
+)
+def test_only_the_apps_heartbeat_frame_is_one(text, heartbeat):
+    assert is_heartbeat(text) is heartbeat

@@ -92,6 +92,14 @@ def test_echo(tmp_path, app):
     assert_ran_clean(rows, output, ["connect /ws/echo/", "echo round trip"])
 
 
+def test_echo_skips_the_app_heartbeats(tmp_path):
+    """Granian and Gunicorn's ASGI worker get heartbeat frames from the app: none is a reply."""
+    env = {"DJANGO_DEBUG": "1", "LOG_LEVEL": "WARNING", "WS_APP_HEARTBEAT": "0.05"}
+    with AppServer("uvicorn", env=env) as beating:
+        rows, output = run_locust(tmp_path, beating, "loadtests/locustfiles/echo.py", users=2)
+    assert_ran_clean(rows, output, ["connect /ws/echo/", "echo round trip"])
+
+
 def test_echo_handshake_refusal_is_a_failure(tmp_path, app):
     # A foreign Origin is refused (403): the run must count failed handshakes, not hang or pass.
     rows, output = run_locust(
