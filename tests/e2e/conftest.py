@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.browser import browser_available, headless_chromium
+
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "rtd-e2e"  # never the user's own stack (realtime-django)
 REPLICAS = 2
@@ -111,34 +113,12 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
 
 
 ARTIFACTS = ROOT / "artifacts"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 
 
 @pytest.fixture
 def browser():
-    if not (CHROMIUM and CHROMEDRIVER):
+    if not browser_available():
         pytest.skip("needs Debian's chromium and chromium-driver packages")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    # No network beyond the page under test: these flags stop Chromium's own background traffic.
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-quic",
-        "--window-size=1000,800",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
+    driver = headless_chromium()
     yield driver
     driver.quit()

@@ -4,7 +4,6 @@ users. Each records what it went through; neither asserts anything itself."""
 from __future__ import annotations
 
 import csv
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,13 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.faults.stack import ROOT, wait_until
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-
-
-def browser_available() -> bool:
-    return bool(CHROMIUM and CHROMEDRIVER)
+from tests.harness.browser import headless_chromium
 
 
 class ChatPage:
@@ -34,26 +27,7 @@ class ChatPage:
         self.driver: Any = None
 
     def __enter__(self) -> ChatPage:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-
-        options = webdriver.ChromeOptions()
-        options.binary_location = CHROMIUM
-        # No traffic beyond the page under test.
-        for flag in (
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-quic",
-        ):
-            options.add_argument(flag)
-        self.driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-        self.driver.set_page_load_timeout(30)
+        self.driver = headless_chromium()
         self.driver.get(self.base_url + "/")
         room_field = self.driver.find_element("id", "room")
         room_field.clear()

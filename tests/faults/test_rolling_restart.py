@@ -29,8 +29,9 @@ from tests.faults.clients import (
     unique_room,
 )
 from tests.faults.expected import ON_SIGTERM
-from tests.faults.observers import ChatPage, LocustChat, browser_available
+from tests.faults.observers import ChatPage, LocustChat
 from tests.faults.stack import TEST_TIMEOUT, Stack, stop_grace_period, wait_until
+from tests.harness.browser import browser_available
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(TEST_TIMEOUT)]
 

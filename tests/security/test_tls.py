@@ -4,7 +4,6 @@ list), plain HTTP redirected, HSTS once, WSS chat, the page in a browser, secret
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import ssl
 import subprocess
@@ -17,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.harness.browser import browser_available, headless_chromium
 from tests.security.clients import handshake_answer, http_client, join, recv_until, whoami
 from tests.security.hardening import secret_values, secrets_in_archive
 from tests.security.stack import HOST, ROOT, TLS_CERTIFICATE, TLS_PRIVATE_KEY, Stack
@@ -173,31 +173,13 @@ def test_no_secret_in_the_running_filesystems(tls_stack: Stack):
 
 # --- The page in a browser, over HTTPS and WSS ----------------------------------------------------
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    if not (CHROMIUM and CHROMEDRIVER):
+    if not browser_available():
         pytest.skip("needs Debian's chromium and chromium-driver packages")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
     # The certificate is self-signed: this browser trusts it the way a developer does once by hand.
-    # No network beyond the page under test: the other flags stop Chromium's own background traffic.
-    flags = [
-        *("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"),
-        "--ignore-certificate-errors",
-        *("--no-first-run", "--disable-background-networking", "--disable-component-update"),
-        *("--disable-sync", "--disable-quic", "--window-size=1000,800"),
-    ]
-    for flag in flags:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
+    driver = headless_chromium("--ignore-certificate-errors")
     yield driver
     driver.quit()
 

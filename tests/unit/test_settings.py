@@ -89,6 +89,23 @@ def test_secret_from_file(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
+def print_in_fresh_process(script: str, drop: tuple[str, ...], **overrides: str):
+    """Run ``script`` (which prints JSON) with the production settings and ``overrides``, after
+    dropping the variables whose names start with ``drop``; return what it printed."""
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(drop)}
+    environment.update(PRODUCTION, DJANGO_SETTINGS_MODULE="config.settings", **overrides)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=APP_DIR,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
 def test_loopback_hosts_stay_allowed_for_probes(settings):
     assert {"localhost", "127.0.0.1", "[::1]"} <= set(settings.ALLOWED_HOSTS)
 
@@ -102,20 +119,7 @@ def test_redis_layer_outlasts_the_blocking_read_and_retries_a_dead_connection():
         "print(json.dumps({'timeout': host['socket_timeout'], 'brpop': RedisChannelLayer.brpop_timeout, "
         "'retry': [e.__name__ for e in host['retry_on_error']]}))"
     )
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("REDIS")}
-    environment.update(
-        PRODUCTION, REDIS_URL="redis://redis.invalid:6379/0", DJANGO_SETTINGS_MODULE="config.settings"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=APP_DIR,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    layer = json.loads(result.stdout)
+    layer = print_in_fresh_process(script, ("REDIS",), REDIS_URL="redis://redis.invalid:6379/0")
     assert layer["timeout"] > layer["brpop"]
     assert layer["retry"] == ["ConnectionError"]
 
@@ -132,24 +136,10 @@ def test_pooled_connections_are_checked_before_use(setting, checks):
         "from psycopg_pool import ConnectionPool; "
         "print(json.dumps(connection.pool._check is ConnectionPool.check_connection))"
     )
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("DATABASE")}
-    environment.update(
-        PRODUCTION,
-        DATABASE_URL="postgres://app@postgres.invalid:5432/app",
-        DJANGO_SETTINGS_MODULE="config.settings",
-    )
+    overrides = {"DATABASE_URL": "postgres://app@postgres.invalid:5432/app"}
     if setting is not None:
-        environment["DATABASE_HEALTH_CHECKS"] = setting
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=APP_DIR,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) is checks
+        overrides["DATABASE_HEALTH_CHECKS"] = setting
+    assert print_in_fresh_process(script, ("DATABASE",), **overrides) is checks
 
 
 @pytest.mark.parametrize(
@@ -173,19 +163,5 @@ def test_embedded_defaults_and_the_services_that_replace_them(services, database
         "import django, json; django.setup(); from django.conf import settings as s; "
         "print(json.dumps([s.DATABASES['default']['ENGINE'], s.CHANNEL_LAYERS['default']['BACKEND']]))"
     )
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("DJANGO_", "DATABASE", "REDIS", "CHANNEL_LAYER"))
-    }
-    environment.update(PRODUCTION, DJANGO_SETTINGS_MODULE="config.settings", **services)
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=APP_DIR,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == [database, layer]
+    dropped = ("DJANGO_", "DATABASE", "REDIS", "CHANNEL_LAYER")
+    assert print_in_fresh_process(script, dropped, **services) == [database, layer]
