@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -158,6 +159,25 @@ class GuardedConsumer(AsyncWebsocketConsumer):
             async with asyncio.timeout(CLOSE_HANDSHAKE_TIMEOUT):
                 while (await receive())["type"] != "websocket.disconnect":
                     pass
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' ``AsyncConsumer.dispatch`` without its database clean-up before every event.
+
+        Channels runs ``close_old_connections()`` through ``sync_to_async`` before each handler, for
+        handlers that use the ORM directly. These consumers reach the database only through
+        ``database_sync_to_async``, which closes stale connections around each call itself, so here
+        the hop is pure cost: a thread hand-off per event per socket, all queued on the one
+        thread-sensitive thread (one broadcast to 500 members of a process is 500 hand-offs in a
+        row). ``ASGI_FAST_PATH=0`` restores Channels' own dispatch; tests/unit/test_dispatch.py
+        fails when Channels changes the method this replaces.
+        """
+        if not settings.ASGI_FAST_PATH:
+            await super().dispatch(message)
+            return
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
         self._close_sent = True

@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
-"""Run N copies of a server on one listening socket (for servers without a workers option).
+"""Run N copies of a server on one listening socket: Daphne (no workers option), Hypercorn (whose
+master keeps the socket open while its workers drain).
 
 The socket is bound once here and inherited by every child; the child command receives its file
 descriptor number in place of ``{fd}`` (Daphne: ``daphne --fd {fd} ...``). The kernel spreads new
 connections over the processes that accept on the shared socket.
 
 Signals: SIGTERM/SIGINT are forwarded to every child, which then shut down gracefully; children
-still running after ``--grace`` seconds are killed. A child that dies on its own is restarted
-(after a short pause), so one crash does not take its siblings' connections down.
+still running after ``--grace`` seconds are killed. The supervisor closes its own copy of the
+listening socket at once: while any process holds it open, the kernel keeps completing new
+connections into its backlog, which no process accepts any more, and a proxy's request sent down
+one waits until the last child exits (instead of being refused and retried on another replica).
+A child that dies on its own is restarted (after a short pause), so one crash does not take its
+siblings' connections down.
 Exit status: 0 after a requested shutdown in which every child exited cleanly, 1 otherwise.
 """
 
@@ -50,6 +55,7 @@ def listen(bind: str, backlog: int) -> socket.socket:
 
 class Supervisor:
     def __init__(self, sock: socket.socket, command: list[str], processes: int, grace: float) -> None:
+        self.sock = sock
         self.command = [part.replace("{fd}", str(sock.fileno())) for part in command]
         self.fd = sock.fileno()
         self.processes = processes
@@ -62,6 +68,7 @@ class Supervisor:
 
     def request_stop(self, signum: int, _frame: object) -> None:
         self.stopping = True
+        self.sock.close()  # the children close theirs as they stop; then new connections are refused
         for child in self.children:
             if child.poll() is None:
                 child.send_signal(signum)

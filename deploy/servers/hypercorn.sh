@@ -1,14 +1,20 @@
 #!/bin/sh
-# Hypercorn: uvloop workers, configured through its TOML config file, written here from the shared
-# values (Hypercorn sends no WebSocket pings unless websocket_ping_interval is set).
+# Hypercorn: uvloop, configured through its TOML config file, written here from the shared values
+# (Hypercorn sends no WebSocket pings unless websocket_ping_interval is set).
+#
+# Its processes run under deploy/bin/prefork.py (as Daphne's do), each a single Hypercorn worker
+# (workers = 0) on the inherited socket (fd://). Hypercorn's own multi-worker master keeps the
+# listening socket open until its last worker has exited, and a stopping worker holds its open
+# WebSockets for up to GRACEFUL_TIMEOUT: meanwhile new connections were queued in a backlog nobody
+# accepts, and Nginx's requests on them failed with 502 after the drain. prefork.py closes the socket
+# at once, so they are refused and Nginx retries them on another replica.
 set -eu
 # shellcheck source=common.sh
 . "$(dirname "$0")/common.sh"
 
 config="$(mktemp "${TMPDIR:-/tmp}/hypercorn.XXXXXX")"
 cat > "$config" <<TOML
-bind = ["0.0.0.0:$PORT"]
-workers = $WEB_CONCURRENCY
+workers = 0
 worker_class = "uvloop"
 websocket_max_message_size = $WS_MAX_MESSAGE_BYTES
 websocket_ping_interval = $WS_PING_INTERVAL
@@ -20,4 +26,8 @@ errorlog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(D)sus'
 TOML
 
-exec hypercorn --config "$config" "$ASGI_APP"
+# The supervisor waits past Hypercorn's graceful timeout (its WebSockets end at that timeout) and
+# still ends within the container's 30 s stop grace period.
+exec python "$(dirname "$0")/../bin/prefork.py" \
+    --bind "0.0.0.0:$PORT" --processes "$WEB_CONCURRENCY" --grace "$((GRACEFUL_TIMEOUT + 5))" -- \
+    hypercorn --config "$config" --bind 'fd://{fd}' "$ASGI_APP"

@@ -25,9 +25,9 @@ ON_SIGTERM = {
     # deploy/bin/gunicorn_asgi_conf.py does on SIGTERM what Daphne does.
     "gunicorn-asgi": OnSigterm(frozenset({1012}), "none"),
     # Hypercorn keeps WebSockets open and serving for GRACEFUL_TIMEOUT, then cancels them (1012 and
-    # disconnect() from the consumer); its master terminates the remaining workers as soon as the
-    # first one exits, which can cut a late worker's cleanup short.
-    "hypercorn": OnSigterm(frozenset({1012, None}), "some"),
+    # disconnect() from the consumer). Its processes run under deploy/bin/prefork.py, which waits
+    # past that timeout for every one of them.
+    "hypercorn": OnSigterm(frozenset({1012}), "none"),
     # Granian drops every WebSocket at once, with no close frame, and never calls disconnect().
     "granian": OnSigterm(frozenset({None}), "all"),
 }
