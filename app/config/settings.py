@@ -175,7 +175,8 @@ SECURE_SSL_REDIRECT = HTTPS
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]  # probes speak plain HTTP inside the network
 SESSION_COOKIE_SECURE = HTTPS
 CSRF_COOKIE_SECURE = HTTPS
-SECURE_HSTS_SECONDS = env.get_int("DJANGO_HSTS_SECONDS", 31_536_000) if HTTPS else 0
+# Two years, as in Mozilla's TLS configurations; the header is Django's alone (Nginx sends none).
+SECURE_HSTS_SECONDS = env.get_int("DJANGO_HSTS_SECONDS", 63_072_000) if HTTPS else 0
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.get_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", default=True)
 # Preloading is a commitment made per domain with the browsers' preload list, so it stays opt-in;
 # the deploy check's reminder about it (security.W021) is silenced for that reason.

@@ -106,6 +106,15 @@ def print_in_fresh_process(script: str, drop: tuple[str, ...], **overrides: str)
     return json.loads(result.stdout)
 
 
+def test_production_sends_hsts_for_two_years():
+    """Mozilla's TLS configurations: max-age two years (63,072,000 s), subdomains included."""
+    script = (
+        "import django, json; django.setup(); from django.conf import settings; "
+        "print(json.dumps([settings.SECURE_HSTS_SECONDS, settings.SECURE_HSTS_INCLUDE_SUBDOMAINS]))"
+    )
+    assert print_in_fresh_process(script, ("DJANGO_HSTS", "DJANGO_HTTPS")) == [63_072_000, True]
+
+
 def test_loopback_hosts_stay_allowed_for_probes(settings):
     assert {"localhost", "127.0.0.1", "[::1]"} <= set(settings.ALLOWED_HOSTS)
 
