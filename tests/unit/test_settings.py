@@ -3,15 +3,14 @@
 Each case imports the settings in a fresh interpreter, since settings are read once at start-up.
 """
 
-import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-APP_DIR = Path(__file__).resolve().parents[2] / "app"
+from tests.unit.fresh_process import APP_DIR, json_from_fresh_process
+
 PRODUCTION = {
     "DJANGO_SECRET_KEY": "a-production-secret-key-that-is-long-and-random-enough-0123456789abcdef",
     "DJANGO_ALLOWED_HOSTS": "chat.example.com",
@@ -94,16 +93,7 @@ def print_in_fresh_process(script: str, drop: tuple[str, ...], **overrides: str)
     dropping the variables whose names start with ``drop``; return what it printed."""
     environment = {key: value for key, value in os.environ.items() if not key.startswith(drop)}
     environment.update(PRODUCTION, DJANGO_SETTINGS_MODULE="config.settings", **overrides)
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=APP_DIR,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    return json_from_fresh_process(script, environment)
 
 
 def test_production_sends_hsts_for_two_years():

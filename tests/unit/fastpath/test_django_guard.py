@@ -6,18 +6,14 @@ docstring of each module says what it mirrors), adapt it, then update the finger
 
 import hashlib
 import inspect
-import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 from asgiref.sync import ThreadSensitiveContext
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.base import BaseHandler
 from django.utils.deprecation import MiddlewareMixin
 
-APP_DIR = Path(__file__).resolve().parents[3] / "app"
+from tests.unit.fresh_process import json_from_fresh_process
 
 # sha256 of the source of each Django function the fast path mirrors or overrides (Django 5.2).
 FINGERPRINTS = {
@@ -53,16 +49,7 @@ def test_djangos_request_signal_receivers_are_the_moved_ones():
         "for s in ('request_started', 'request_finished')}))"
     )
     environment = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"}
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=APP_DIR,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {
+    assert json_from_fresh_process(script, environment) == {
         "request_started": ["django.db.reset_queries", "django.db.close_old_connections"],
         "request_finished": [
             "django.db.close_old_connections",
