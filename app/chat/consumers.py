@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
@@ -116,6 +116,52 @@ def cancel_until_done(task: asyncio.Task[Any], every: float = 0.5, attempts: int
     task.add_done_callback(lambda done: done.cancelled() or done.exception())
 
 
+class ClientReceive:
+    """The server's ``receive()``, with a way to take back the read in flight while a close goes out.
+
+    Channels keeps a read of the client pending all the time, so a close the app sends from a
+    channel-layer event (Redis failed) goes out while that read waits. Granian (2.8) then ends the
+    pending read with a disconnect but never sends the close frame: the client hangs, neither told
+    nor closed. ``paused()`` cancels the pending read before the close and starts a new one after it,
+    which then gets the disconnect. On the queue-based servers (Uvicorn, Daphne, Hypercorn) a
+    cancelled read loses nothing: the next read gets the message. On Granian a frame caught halfway
+    is dropped; its sender is being closed and never gets the acknowledgement, so it counts as not
+    sent. tests/integration/test_outages.py checks the close on every server.
+    """
+
+    def __init__(self, receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        self._receive = receive
+        self._pending: asyncio.Task[dict[str, Any]] | None = None
+        self._resumed = asyncio.Event()
+        self._resumed.set()
+
+    async def __call__(self) -> dict[str, Any]:
+        while True:
+            await self._resumed.wait()
+            self._pending = asyncio.ensure_future(self._receive())
+            try:
+                return await self._pending
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # the consumer itself is ending
+                # paused(): read again once the close has gone out
+            finally:
+                self._pending = None
+
+    @contextlib.asynccontextmanager
+    async def paused(self) -> AsyncIterator[None]:
+        pending = self._pending
+        self._resumed.clear()
+        try:
+            if pending is not None and not pending.done():
+                pending.cancel()
+                await asyncio.wait({pending})
+            yield
+        finally:
+            self._resumed.set()
+
+
 class GuardedConsumer(AsyncWebsocketConsumer):
     """Size and rate limits, frame validation and heartbeats shared by every consumer.
 
@@ -131,8 +177,9 @@ class GuardedConsumer(AsyncWebsocketConsumer):
         task = asyncio.current_task()
         if task is not None:
             _connections.add(task)
+        self._client_receive = ClientReceive(receive)
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, self._client_receive, send)
         except asyncio.CancelledError:
             await self._stopped_by_server(receive)
 
@@ -181,7 +228,8 @@ class GuardedConsumer(AsyncWebsocketConsumer):
 
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
         self._close_sent = True
-        await super().close(code, reason)
+        async with self._client_receive.paused():
+            await super().close(code, reason)
 
     def start_background(self, work: Awaitable[None]) -> None:
         """Run ``work`` beside the connection; it is cancelled when the connection ends."""

@@ -141,6 +141,18 @@ async def test_open_chat_socket_during_redis_outage(redis_outage: Stack) -> None
     assert errors, frames
 
 
+async def test_quiet_chat_socket_is_closed_during_redis_outage(redis_outage: Stack) -> None:
+    """A socket that sends nothing learns of the outage from its failed layer read: the error frame
+    and the 1013 close go out while the server still has a read of the client in flight."""
+    app, redis = redis_outage.app, redis_outage.redis
+    ws, _ = await join(app, unique("quiet-redis"))
+    async with ws:
+        redis.stop()
+        frames, code = await frames_until_closed(ws, within=DEPENDENCY_TIMEOUT)
+    assert code == 1013, (code, frames)
+    assert [frame["code"] for frame in frames if frame.get("type") == "error"] == ["layer_unavailable"]
+
+
 # --- PostgreSQL -----------------------------------------------------------------------------------
 
 

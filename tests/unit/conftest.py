@@ -1,4 +1,5 @@
 import contextlib
+from typing import Any
 
 import pytest
 from channels.layers import channel_layers
@@ -28,13 +29,13 @@ _clients: list[WebsocketCommunicator] = []
 
 
 def communicator(
-    path: str, *, origin: bytes | None = ORIGIN, host: bytes = b"localhost"
+    path: str, *, origin: bytes | None = ORIGIN, host: bytes = b"localhost", app: Any = application
 ) -> WebsocketCommunicator:
-    """A WebSocket client for the full ASGI application, with browser-like headers."""
+    """A WebSocket client for the ASGI application (or ``app`` around it), with browser-like headers."""
     headers = [(b"host", host)]
     if origin is not None:
         headers.append((b"origin", origin))
-    client = WebsocketCommunicator(application, path, headers=headers)
+    client = WebsocketCommunicator(app, path, headers=headers)
     _clients.append(client)
     return client
 

@@ -10,6 +10,7 @@ from channels_redis.core import RedisChannelLayer
 from chat import consumers
 from chat.consumers import room_group
 from chat.models import Message
+from config.asgi import application
 from django.db import OperationalError
 
 from tests.unit.conftest import close_communicators, communicator
@@ -362,6 +363,74 @@ async def test_failed_layer_read_gets_an_error_frame_and_a_1013_close(monkeypatc
     assert error["type"] == "error"
     assert error["code"] == "layer_unavailable"
     assert await client.receive_output(timeout=TIMEOUT) == {"type": "websocket.close", "code": 1013}
+
+
+def reads_in_flight_at_close(app):
+    """``app`` wrapped to record how many reads of the client were pending at each close it sent."""
+    pending = 0
+    at_close: list[int] = []
+
+    async def wrapped(scope, receive, send):
+        async def counted_receive():
+            nonlocal pending
+            pending += 1
+            try:
+                return await receive()
+            finally:
+                pending -= 1
+
+        async def watched_send(message):
+            if message["type"] == "websocket.close":
+                at_close.append(pending)
+            await send(message)
+
+        await app(scope, counted_receive, watched_send)
+
+    return wrapped, at_close
+
+
+async def test_a_close_from_a_layer_event_goes_out_with_no_read_pending(monkeypatch):
+    """Granian drops a close sent while a read of the client is pending: none is, at any close."""
+    redis_dies = asyncio.Event()
+
+    async def receive(channel):
+        await redis_dies.wait()
+        raise ConnectionError("Connection closed by server.")
+
+    monkeypatch.setattr(get_channel_layer(), "receive", receive)
+    app, reads_at_close = reads_in_flight_at_close(application)
+    client = await connect("/ws/chat/paused-read/?name=alice", app=app)
+    assert (await client.receive_json_from(timeout=TIMEOUT))["type"] == "chat.history"
+    redis_dies.set()
+    assert (await client.receive_json_from(timeout=TIMEOUT))["code"] == "layer_unavailable"
+    assert await client.receive_output(timeout=TIMEOUT) == {"type": "websocket.close", "code": 1013}
+    assert reads_at_close == [0]
+    await client.disconnect()  # the read taken back is resumed: the consumer gets the disconnect
+    await client.wait(timeout=TIMEOUT)
+
+
+SENT_DURING_THE_CLOSE = {"type": "websocket.receive", "text": "sent during the close"}
+
+
+async def test_a_paused_read_loses_no_message():
+    queue: asyncio.Queue[dict] = asyncio.Queue()
+    reads = consumers.ClientReceive(queue.get)
+    reader = asyncio.ensure_future(reads())
+    await asyncio.sleep(0)
+    async with reads.paused():
+        await queue.put(SENT_DURING_THE_CLOSE)
+        await asyncio.sleep(0.01)
+        assert not reader.done()  # no read while paused
+    assert await asyncio.wait_for(reader, TIMEOUT) == SENT_DURING_THE_CLOSE
+
+
+async def test_a_read_cancelled_by_its_consumer_is_cancelled():
+    reads = consumers.ClientReceive(asyncio.Event().wait)
+    reader = asyncio.ensure_future(reads())
+    await asyncio.sleep(0)
+    reader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reader
 
 
 async def test_echo_joins_no_channel_layer(monkeypatch):
