@@ -4,9 +4,8 @@ A chat message is stored in the database first, then broadcast to the room, the 
 The sender's copy is its acknowledgement, so an acknowledged message is always in the database;
 a message that could not be stored is answered with ``storage_unavailable`` and never broadcast.
 
-Room memberships are leases: a member renews its own every third of the layer's group expiry, so
-the members of a process that died without leaving (SIGKILL, out of memory, a server that never
-calls ``disconnect()``) drop out of the room within that expiry on their own.
+A chat socket does not join the channel layer's group itself: its process joins each room once
+and fans each broadcast out to its sockets in memory (chat/rooms.py).
 """
 
 import asyncio
@@ -36,6 +35,7 @@ from chat.protocol import (
     parse_client_frame,
 )
 from chat.ratelimit import TokenBucket
+from chat.rooms import LAYER_FAILED, Member, RoomHub, hub_for, stop_reading
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -68,15 +68,8 @@ def storage_call(awaitable: Awaitable[T]) -> Awaitable[T]:
     return within_deadline(awaitable, ErrorCode.STORAGE_UNAVAILABLE)
 
 
-# The event a failed channel-layer read turns into (see GuardedConsumer.channel_receive).
-LAYER_FAILED = "layer.failed"
-
 # Seconds a connection stopped by its server waits for the client to answer its close frame.
 CLOSE_HANDSHAKE_TIMEOUT = 2.0
-
-# Seconds a cancelled channel-layer read normally takes to end; one still running after it is
-# abandoned to ``cancel_until_done``.
-READ_CANCEL_GRACE = 1.0
 
 # The tasks of this process's open WebSocket connections, for servers that stop without telling them.
 _connections: "weakref.WeakSet[asyncio.Task[Any]]" = weakref.WeakSet()
@@ -92,28 +85,6 @@ def stop_connections() -> int:
     for task in running:
         task.cancel()
     return len(running)
-
-
-# Abandoned reads still being cancelled (a reference keeps each task alive until it ends).
-_abandoned: set[asyncio.Task[Any]] = set()
-
-
-def cancel_until_done(task: asyncio.Task[Any], every: float = 0.5, attempts: int = 20) -> None:
-    """Cancel ``task``, again every ``every`` seconds while it swallows the cancellation."""
-
-    async def keep_cancelling() -> None:
-        for _ in range(attempts):
-            task.cancel()
-            done, _ = await asyncio.wait({task}, timeout=every)
-            if done:
-                return
-        logger.warning("a channel-layer read outlived %d cancellations", attempts)
-
-    keeper = asyncio.ensure_future(keep_cancelling())
-    _abandoned.add(keeper)
-    keeper.add_done_callback(_abandoned.discard)
-    # Nobody awaits the read any more: take its outcome so that asyncio does not log it.
-    task.add_done_callback(lambda done: done.cancelled() or done.exception())
 
 
 class ClientReceive:
@@ -243,15 +214,20 @@ class GuardedConsumer(AsyncWebsocketConsumer):
 
     # Channels' AsyncConsumer.__call__ sets ``self.channel_receive`` to the channel layer's
     # receive and runs it beside the client's receive; an exception there (Redis gone) would end
-    # the consumer and drop the socket with no close code. Every read goes through this wrapper
-    # instead, which turns the failure into a ``layer.failed`` event, handled like any other.
+    # the consumer and drop the socket with no close code. Every read goes through
+    # ``next_layer_event`` instead, which turns the failure into a ``layer.failed`` event, handled
+    # like any other.
     @property
     def channel_receive(self) -> Callable[[], Awaitable[dict[str, Any]]]:
-        return self._receive_from_layer
+        return self.next_layer_event
 
     @channel_receive.setter
     def channel_receive(self, receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
         self._layer_receive = receive
+
+    async def next_layer_event(self) -> dict[str, Any]:
+        """The next event for this socket: by default from its own channel in the layer."""
+        return await self._receive_from_layer()
 
     async def _receive_from_layer(self) -> dict[str, Any]:
         if getattr(self, "_layer_failed", False):
@@ -262,16 +238,13 @@ class GuardedConsumer(AsyncWebsocketConsumer):
         # this read and waits for it; a Redis read can swallow that cancellation (on Python 3.11,
         # asyncio.wait_for inside redis-py's connect returns instead of raising when both happen at
         # once) and read on forever, and the connection would never end. Shielded, the read gets
-        # READ_CANCEL_GRACE to end (it normally ends at once); one that is still running then is
-        # left to be cancelled again until it stops, and the connection ends.
+        # a grace period to end (it normally ends at once); one that is still running then is left
+        # to be cancelled again until it stops, and the connection ends (chat/rooms.py: stop_reading).
         read = asyncio.ensure_future(self._layer_receive())
         try:
             return await asyncio.shield(read)
         except asyncio.CancelledError:
-            read.cancel()
-            await asyncio.wait({read}, timeout=READ_CANCEL_GRACE)
-            if not read.done():
-                cancel_until_done(read)
+            await stop_reading(read)
             raise
         except Exception as exc:
             self._layer_failed = True
@@ -281,11 +254,15 @@ class GuardedConsumer(AsyncWebsocketConsumer):
         await self._unavailable(DependencyError(ErrorCode.LAYER_UNAVAILABLE, RuntimeError(event["error"])))
 
     async def _unavailable(self, exc: DependencyError) -> None:
+        logger.warning("dependency unavailable, closing", extra={"error": str(exc)})
+        await self.close_with_error(exc.code, "the service is temporarily unavailable; reconnect later")
+
+    async def close_with_error(self, code: ErrorCode, detail: str) -> None:
+        """Send one error frame and close with 1013: the client reconnects later, and gets history."""
         if self._closing:
             return
         self._closing = True
-        logger.warning("dependency unavailable, closing", extra={"error": str(exc)})
-        await self.send_error(exc.code, "the service is temporarily unavailable; reconnect later")
+        await self.send_error(code, detail)
         await self.close(code=CloseCode.TRY_AGAIN_LATER)
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
@@ -360,23 +337,26 @@ class EchoConsumer(GuardedConsumer):
         await self.send_json({"message": message.text})
 
 
-def membership_renewal_interval(layer: Any) -> float:
-    """A third of the layer's group expiry: a member survives two failed renewals in a row."""
-    return max(1.0, float(getattr(layer, "group_expiry", 86400)) / 3)
-
-
 def room_group(room: str) -> str:
     """Channel-layer group of a room. Hashed: group names must stay under 100 characters."""
     return "chat." + hashlib.blake2s(room.encode(), digest_size=16).hexdigest()
 
 
 class ChatConsumer(GuardedConsumer):
-    """One chat room: history on connect, store-then-broadcast on each message."""
+    """One chat room: history on connect, store-then-broadcast on each message.
+
+    Its events come from its room (chat/rooms.py), not from its own channel: nothing in this app
+    sends to one socket's channel.
+    """
 
     room: str
     group: str
     user_name: str
-    joined: bool = False
+    member: Member | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_room = asyncio.Event()
 
     async def connect(self) -> None:
         self.room = self.scope["url_route"]["kwargs"]["room"]
@@ -388,35 +368,33 @@ class ChatConsumer(GuardedConsumer):
         await self.accept()
         try:
             # Join first, then read history: nothing sent in between is missed (clients dedupe by id).
-            await layer_call(self.channel_layer.group_add(self.group, self.channel_name))
-            self.joined = True
+            self.member = await layer_call(self._rooms().join(self.group))
+            self._in_room.set()
             history = await storage_call(self._history())
         except DependencyError as exc:
             await self._unavailable(exc)
             return
-        self.start_background(self._renew_membership(membership_renewal_interval(self.channel_layer)))
         await self.send_json({"type": "chat.history", "room": self.room, "messages": history})
 
-    async def _renew_membership(self, interval: float) -> None:
-        """Re-join the room every ``interval`` seconds: the layer forgets members older than its
-        group expiry, so only the members of dead processes age out."""
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await layer_call(self.channel_layer.group_add(self.group, self.channel_name))
-            except DependencyError as exc:
-                await self._unavailable(exc)
-                return
+    def _rooms(self) -> RoomHub:
+        return hub_for(self.channel_layer, settings.WS_DEPENDENCY_TIMEOUT, settings.CHANNEL_LAYER_CAPACITY)
+
+    async def next_layer_event(self) -> dict[str, Any]:
+        """The room's next event for this socket (waits until the socket is in its room)."""
+        await self._in_room.wait()
+        assert self.member is not None
+        return await self.member.next_event()
 
     async def disconnect(self, code: int) -> None:
-        if not self.joined:
-            return
-        self.joined = False  # leave once, whether the server or a cancellation got here first
-        try:
-            await layer_call(self.channel_layer.group_discard(self.group, self.channel_name))
-        except DependencyError as exc:
-            # Membership expires on its own in the layer (group_expiry); nothing is lost.
-            logger.warning("could not leave room", extra={"room": self.room, "error": str(exc)})
+        # Leave once, whether the server or a cancellation got here first.
+        member, self.member = self.member, None
+        if member is not None:
+            await self._rooms().leave(member)
+
+    async def room_overflow(self, event: dict[str, Any]) -> None:
+        """This socket fell more than CHANNEL_LAYER_CAPACITY broadcasts behind its room (a slow client)."""
+        logger.warning("slow socket, closing", extra={"room": self.room, "behind": event["behind"]})
+        await self.close_with_error(ErrorCode.TOO_SLOW, "too far behind the room; reconnect for the history")
 
     async def handle_message(self, message: ClientMessage) -> None:
         try:

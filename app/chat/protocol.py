@@ -22,6 +22,7 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     STORAGE_UNAVAILABLE = "storage_unavailable"  # the message was NOT stored: send it again
     LAYER_UNAVAILABLE = "layer_unavailable"
+    TOO_SLOW = "too_slow"  # the socket fell too far behind its room's broadcasts
 
 
 class CloseCode:

@@ -124,10 +124,13 @@ _LAYER_BACKENDS = {
     "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
 }
 # Seconds a room membership lasts unless renewed (core and in-memory layers; channels-redis' own
-# default is a day). Live members renew theirs every third of it (chat/consumers.py), so only the
+# default is a day). Live members renew theirs every third of it (chat/rooms.py), so only the
 # members of a process that died without leaving (SIGKILL, out of memory, a server that never calls
 # disconnect()) age out, within this time. Pub/sub memberships end with their Redis connection.
 CHANNEL_LAYER_GROUP_EXPIRY = env.get_int("CHANNEL_LAYER_GROUP_EXPIRY", 120)
+# Messages queued per channel (core layer), and broadcasts a socket may fall behind its room before
+# it is closed (chat/rooms.py, every layer).
+CHANNEL_LAYER_CAPACITY = env.get_int("CHANNEL_LAYER_CAPACITY", 1000)
 if REDIS_URL:
     if CHANNEL_LAYER_BACKEND not in _LAYER_BACKENDS:
         raise ImproperlyConfigured(f"CHANNEL_LAYER_BACKEND must be one of {sorted(_LAYER_BACKENDS)}")
@@ -147,7 +150,7 @@ if REDIS_URL:
     }
     _layer_config: dict[str, object] = {"hosts": [_redis_host]}
     if CHANNEL_LAYER_BACKEND == "core":
-        _layer_config["capacity"] = env.get_int("CHANNEL_LAYER_CAPACITY", 1000)
+        _layer_config["capacity"] = CHANNEL_LAYER_CAPACITY
         _layer_config["expiry"] = env.get_int("CHANNEL_LAYER_EXPIRY", 60)
         _layer_config["group_expiry"] = CHANNEL_LAYER_GROUP_EXPIRY
     CHANNEL_LAYERS = {"default": {"BACKEND": _LAYER_BACKENDS[CHANNEL_LAYER_BACKEND], "CONFIG": _layer_config}}

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class OnSigterm:
     close_codes: frozenset[int | None]  # what clients receive (None: dropped without a close frame)
-    members_left: str  # in Redis right after the stop: "none" (disconnect() ran), "some", "all"
+    # Memberships in Redis right after the stop (one per process and room): "none" (disconnect()
+    # ran), "some", "all".
+    members_left: str
 
 
 ON_SIGTERM = {
@@ -29,7 +31,7 @@ ON_SIGTERM = {
     # past that timeout for every one of them.
     "hypercorn": OnSigterm(frozenset({1012}), "none"),
     # Granian drops every WebSocket at once, with no close frame; disconnect() runs only for the few
-    # connections whose websocket.disconnect reaches the app before the worker exits (10 and 11 of
-    # 12 memberships were left behind in two runs).
+    # connections whose websocket.disconnect reaches the app before the worker exits, so a process
+    # keeps its membership of the room unless every one of its sockets there left.
     "granian": OnSigterm(frozenset({None}), "some"),
 }

@@ -220,8 +220,14 @@ class Stack:
         return self.exec("redis", "redis-cli", "--no-raw", *command).strip()
 
     def room_members(self, group_key: str) -> int:
-        """Members of one chat room's channel-layer group (a sorted set in Redis)."""
+        """Members of one chat room's channel-layer group (a sorted set in Redis): one per app
+        process holding sockets of the room (chat/rooms.py)."""
         return int(self.exec("redis", "redis-cli", "ZCARD", group_key).strip())
+
+    def room_memberships(self, group_key: str) -> dict[str, float]:
+        """Each member channel of a room's group, and the time (epoch seconds) it last (re)joined."""
+        out = self.exec("redis", "redis-cli", "ZRANGE", group_key, "0", "-1", "WITHSCORES").split()
+        return {out[i]: float(out[i + 1]) for i in range(0, len(out), 2)}
 
     def sql(self, query: str) -> list[list[str]]:
         out = self.exec(

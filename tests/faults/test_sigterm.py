@@ -60,18 +60,20 @@ def test_stop_exits_zero_and_closes_websockets(stack: Stack, record) -> None:
         exit_codes=exit_codes,
         close_codes=sorted({str(code) for code in outcome["codes"]}),
         sockets=SOCKETS,
+        members_before=outcome["members_before"],
         members_left=members_after,
     )
     try:
         assert outcome["stop"].returncode == 0, outcome["stop"].stderr
         assert exit_codes == [0] * len(containers)  # 137 would mean SIGKILL after the grace period
         assert outcome["elapsed"] < stop_grace_period()
-        assert outcome["members_before"] == SOCKETS
+        # One membership per process holding sockets of the room, not one per socket.
+        assert 0 < outcome["members_before"] < SOCKETS
         assert set(outcome["codes"]) <= expected.close_codes, outcome["codes"]
         if expected.members_left == "none":
             assert members_after == 0
         elif expected.members_left == "all":
-            assert members_after == SOCKETS
+            assert members_after == outcome["members_before"]
         # Whatever is left ages out: only live members renew their membership.
         wait_until(
             lambda: stack.room_members(group_key(room)) == 0, GROUP_EXPIRY + 15, "stale memberships age out"

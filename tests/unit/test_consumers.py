@@ -7,7 +7,7 @@ import json
 import pytest
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from channels_redis.core import RedisChannelLayer
-from chat import consumers
+from chat import consumers, rooms
 from chat.consumers import room_group
 from chat.models import Message
 from config.asgi import application
@@ -433,6 +433,19 @@ async def test_a_read_cancelled_by_its_consumer_is_cancelled():
         await reader
 
 
+async def test_a_socket_too_far_behind_its_room_gets_an_error_frame_and_a_1013_close(settings):
+    client, _ = await join("slow-reader")
+    hub = rooms.hub_for(get_channel_layer(), settings.WS_DEPENDENCY_TIMEOUT, settings.CHANNEL_LAYER_CAPACITY)
+    room = hub.room(room_group("slow-reader"))
+    assert room is not None
+    [member] = room.members
+    for n in range(room.capacity + 1):  # all at once: the socket reads none of them in between
+        member.deliver({"type": "chat.message", "id": n})
+    error = await client.receive_json_from(timeout=TIMEOUT)
+    assert error["code"] == "too_slow"
+    assert await client.receive_output(timeout=TIMEOUT) == {"type": "websocket.close", "code": 1013}
+
+
 async def test_echo_joins_no_channel_layer(monkeypatch):
     """Echo needs no other connection: a broken layer does not affect it."""
     layer = get_channel_layer()
@@ -544,7 +557,7 @@ async def test_stop_connections_closes_every_open_socket_1012_and_leaves_the_roo
 )
 def test_membership_renewal_interval(group_expiry, interval):
     layer = object() if group_expiry is None else type("Layer", (), {"group_expiry": group_expiry})()
-    assert consumers.membership_renewal_interval(layer) == interval
+    assert rooms.membership_renewal_interval(layer) == interval
 
 
 def test_layers_get_the_configured_group_expiry(settings):
@@ -552,7 +565,7 @@ def test_layers_get_the_configured_group_expiry(settings):
 
 
 async def test_live_member_renews_its_membership(monkeypatch):
-    monkeypatch.setattr(consumers, "membership_renewal_interval", lambda layer: 0.05)
+    monkeypatch.setattr(rooms, "membership_renewal_interval", lambda layer: 0.05)
     client, _ = await join("renews")
     [(channel, joined_at)] = (await members("renews")).items()
     deadline = asyncio.get_running_loop().time() + TIMEOUT
@@ -565,7 +578,7 @@ async def test_live_member_renews_its_membership(monkeypatch):
 
 async def test_member_of_a_dead_process_ages_out_while_live_ones_stay(monkeypatch):
     """A membership nobody renews (its process was killed) is dropped once older than the expiry."""
-    monkeypatch.setattr(consumers, "membership_renewal_interval", lambda layer: 0.05)
+    monkeypatch.setattr(rooms, "membership_renewal_interval", lambda layer: 0.05)
     layer = get_channel_layer()
     monkeypatch.setattr(layer, "group_expiry", 1)
     client, _ = await join("ghosts")
@@ -579,7 +592,7 @@ async def test_member_of_a_dead_process_ages_out_while_live_ones_stay(monkeypatc
 
 
 async def test_failed_renewal_gets_an_error_frame_and_a_1013_close(monkeypatch):
-    monkeypatch.setattr(consumers, "membership_renewal_interval", lambda layer: 0.05)
+    monkeypatch.setattr(rooms, "membership_renewal_interval", lambda layer: 0.05)
     client, _ = await join("renewal-fails")
 
     async def fail(*args, **kwargs):

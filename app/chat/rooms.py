@@ -1,0 +1,243 @@
+"""Room fan-out: one channel-layer membership per process and room, shared by its sockets there.
+
+channels-redis delivers a group message to every member channel on its own. With each socket a
+member, one broadcast to the 250 sockets a process holds in a room is 250 reads from Redis in a
+row (four round trips each, under the process's receive lock), and the last socket gets the
+message hundreds of milliseconds after the first. Here a process joins each room once, with a
+channel of its own, reads each broadcast once, and hands it to its sockets of that room in memory.
+
+The membership is a lease, renewed every third of the layer's group expiry while the room has a
+socket in the process, so a dead process's membership drops out within that expiry. When the
+layer fails (a read or a renewal), every socket of the room gets a ``layer.failed`` event and the
+process forgets the room; the next socket to join starts a new membership.
+
+Only public channel-layer calls are used (``new_channel``, ``group_add``, ``group_discard``,
+``receive``), so it works on every layer: Redis core or pub/sub, and the in-memory one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+LAYER_FAILED = "layer.failed"  # the room's membership is gone: its sockets close and reconnect
+ROOM_OVERFLOW = "room.overflow"  # the socket fell too far behind its room: it closes and reconnects
+
+# Seconds a cancelled channel-layer read normally takes to end; one still running after it is
+# abandoned to ``cancel_until_done``.
+READ_CANCEL_GRACE = 1.0
+
+# Abandoned reads still being cancelled (a reference keeps each task alive until it ends).
+_abandoned: set[asyncio.Task[Any]] = set()
+
+
+def cancel_until_done(task: asyncio.Task[Any], every: float = 0.5, attempts: int = 20) -> None:
+    """Cancel ``task``, again every ``every`` seconds while it swallows the cancellation.
+
+    On Python 3.11, asyncio.wait_for inside redis-py's connect returns instead of raising when its
+    inner future finishes at the moment it is cancelled, so a Redis read can outlive one cancel.
+    """
+
+    async def keep_cancelling() -> None:
+        for _ in range(attempts):
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=every)
+            if done:
+                return
+        logger.warning("a channel-layer read outlived %d cancellations", attempts)
+
+    keeper = asyncio.ensure_future(keep_cancelling())
+    _abandoned.add(keeper)
+    keeper.add_done_callback(_abandoned.discard)
+    # Nobody awaits the read any more: take its outcome so that asyncio does not log it.
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+
+async def stop_reading(task: asyncio.Task[Any]) -> None:
+    """Cancel a channel-layer read; wait READ_CANCEL_GRACE for it, then leave it to ``cancel_until_done``."""
+    task.cancel()
+    await asyncio.wait({task}, timeout=READ_CANCEL_GRACE)
+    if not task.done():
+        cancel_until_done(task)
+
+
+def membership_renewal_interval(layer: Any) -> float:
+    """A third of the layer's group expiry: a membership survives two failed renewals in a row."""
+    return max(1.0, float(getattr(layer, "group_expiry", 86400)) / 3)
+
+
+class Member:
+    """One socket's place in a room: the room's events for it, in order."""
+
+    def __init__(self, room: Room) -> None:
+        self.room = room
+        self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._overflowed = False
+
+    async def next_event(self) -> dict[str, Any]:
+        return await self._events.get()
+
+    def deliver(self, event: dict[str, Any]) -> None:
+        """Queue ``event``; a socket more than ``capacity`` events behind gets ``room.overflow``.
+
+        The layer itself drops messages for a full channel silently; a socket that far behind is
+        told instead, and closes and reconnects, which gives it the history again.
+        """
+        if self._overflowed:
+            return
+        if self._events.qsize() >= self.room.capacity:
+            self._overflowed = True
+            while not self._events.empty():
+                self._events.get_nowait()
+            event = {"type": ROOM_OVERFLOW, "behind": self.room.capacity}
+        self._events.put_nowait(event)
+
+    def fail(self, error: str) -> None:
+        """Queue ``layer.failed`` after whatever the room delivered before it failed."""
+        self._events.put_nowait({"type": LAYER_FAILED, "error": error})
+
+
+class Room:
+    """This process's membership of one group, and its sockets in it."""
+
+    def __init__(self, hub: RoomHub, group: str) -> None:
+        self.hub = hub
+        self.group = group
+        self.capacity = hub.capacity
+        self.members: set[Member] = set()
+        self.channel: str | None = None
+        self.failed = False
+        self._opening: asyncio.Future[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def opened(self) -> None:
+        """Join the group (once, whoever asks first); raises what the layer raised."""
+        if self._opening is None:
+            self._opening = asyncio.ensure_future(self._open())
+        await asyncio.shield(self._opening)
+
+    async def _open(self) -> None:
+        layer = self.hub.layer
+        channel = await self.hub.bounded(layer.new_channel())
+        await self.hub.bounded(layer.group_add(self.group, channel))
+        self.channel = channel
+        self._tasks = [
+            asyncio.ensure_future(self._read()),
+            asyncio.ensure_future(self._renew(membership_renewal_interval(layer))),
+        ]
+
+    async def _read(self) -> None:
+        assert self.channel is not None
+        while True:
+            try:
+                event = await self.hub.layer.receive(self.channel)
+            except Exception as exc:
+                self.fail(exc)
+                return
+            for member in list(self.members):
+                member.deliver(event)
+
+    async def _renew(self, interval: float) -> None:
+        """Re-join every ``interval`` seconds: the layer forgets members older than its group expiry."""
+        assert self.channel is not None
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.hub.bounded(self.hub.layer.group_add(self.group, self.channel))
+            except Exception as exc:
+                self.fail(exc)
+                return
+
+    def fail(self, exc: BaseException) -> None:
+        """The membership is lost: tell every socket, and let the next joiner start a new one."""
+        if self.failed:
+            return
+        self.failed = True
+        self.hub.forget(self)
+        error = f"{type(exc).__name__}: {exc}"
+        for member in list(self.members):
+            member.fail(error)
+        for task in self._tasks:
+            if task is not asyncio.current_task():
+                cancel_until_done(task)
+
+    async def close(self) -> None:
+        """Stop reading and renewing, and leave the group (the last socket of the room has left)."""
+        if self._opening is not None and not self._opening.done():
+            self._opening.cancel()
+        # Not waited for: a Redis read can take a while to give up its connection, and the socket
+        # that left does not need it to.
+        for task in self._tasks:
+            if not task.done():
+                cancel_until_done(task)
+        if self.failed or self.channel is None:
+            return  # nothing to leave; a lost membership expires in the layer on its own
+        try:
+            await self.hub.bounded(self.hub.layer.group_discard(self.group, self.channel))
+        except Exception as exc:
+            logger.warning("could not leave room", extra={"group": self.group, "error": f"{exc!r}"})
+
+
+class RoomHub:
+    """The rooms of one channel layer in this process (see ``hub_for``)."""
+
+    def __init__(self, layer: Any, timeout: float, capacity: int) -> None:
+        self.layer = layer
+        self.timeout = timeout  # seconds for any layer call
+        self.capacity = capacity  # broadcasts a socket may fall behind
+        self._rooms: dict[str, Room] = {}
+
+    def bounded(self, awaitable: Any) -> Any:
+        """A layer call that gives up after ``timeout`` seconds: a dead Redis never hangs a room."""
+        return asyncio.wait_for(awaitable, self.timeout)
+
+    async def join(self, group: str) -> Member:
+        """A place in ``group`` for one socket; raises when the layer cannot be joined."""
+        room = self._rooms.get(group)
+        if room is None:
+            room = self._rooms[group] = Room(self, group)
+        member = Member(room)
+        room.members.add(member)  # before awaiting: a concurrent last leave keeps the room
+        try:
+            await room.opened()
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                room.fail(exc)  # the layer refused: every socket waiting for this room is told
+            await self.leave(member)
+            raise
+        return member
+
+    async def leave(self, member: Member) -> None:
+        room = member.room
+        room.members.discard(member)
+        if room.members:
+            return
+        self.forget(room)
+        await room.close()
+
+    def forget(self, room: Room) -> None:
+        if self._rooms.get(room.group) is room:
+            del self._rooms[room.group]
+
+    def room(self, group: str) -> Room | None:
+        """This process's room for ``group``, while it has sockets."""
+        return self._rooms.get(group)
+
+    def __len__(self) -> int:
+        return len(self._rooms)
+
+
+# One hub per channel layer: a layer (and so a hub) per process in production, per test in tests.
+_hubs: weakref.WeakKeyDictionary[Any, RoomHub] = weakref.WeakKeyDictionary()
+
+
+def hub_for(layer: Any, timeout: float, capacity: int) -> RoomHub:
+    """The hub of ``layer``, made on first use with ``timeout`` and ``capacity``."""
+    hub = _hubs.get(layer)
+    if hub is None:
+        hub = _hubs[layer] = RoomHub(layer, timeout, capacity)
+    return hub

@@ -1,0 +1,166 @@
+"""Room fan-out (chat/rooms.py): one layer membership per process and room, local delivery."""
+
+import asyncio
+
+import pytest
+from channels.layers import InMemoryChannelLayer
+from chat.rooms import LAYER_FAILED, ROOM_OVERFLOW, RoomHub
+
+TIMEOUT = 3
+GROUP = "chat.room"
+
+
+def message(n: int) -> dict[str, object]:
+    return {"type": "chat.message", "id": n}
+
+
+CAPACITY = 10
+
+
+@pytest.fixture
+def layer() -> InMemoryChannelLayer:
+    return InMemoryChannelLayer()
+
+
+@pytest.fixture
+def hub(layer) -> RoomHub:
+    return RoomHub(layer, timeout=TIMEOUT, capacity=CAPACITY)
+
+
+def counting(layer, name: str) -> list[tuple]:
+    """Record every call of the layer's ``name`` (still made)."""
+    calls: list[tuple] = []
+    original = getattr(layer, name)
+
+    async def recorded(*args):
+        calls.append(args)
+        return await original(*args)
+
+    setattr(layer, name, recorded)
+    return calls
+
+
+async def next_event(member) -> dict:
+    return await asyncio.wait_for(member.next_event(), TIMEOUT)
+
+
+async def test_one_membership_per_process_and_room_and_every_socket_gets_each_broadcast(layer, hub):
+    members = [await hub.join(GROUP) for _ in range(50)]
+    assert len(layer.groups[GROUP]) == 1  # one membership, not fifty
+    for n in range(3):
+        await layer.group_send(GROUP, message(n))
+    for member in members:
+        assert [await next_event(member) for _ in range(3)] == [message(0), message(1), message(2)]
+
+
+async def test_rooms_are_isolated(layer, hub):
+    here, there = await hub.join("chat.here"), await hub.join("chat.there")
+    await layer.group_send("chat.here", message(1))
+    assert await next_event(here) == message(1)
+    assert here.room is not there.room
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(there.next_event(), 0.1)
+
+
+async def test_concurrent_first_joins_make_one_membership(layer, hub):
+    adds = counting(layer, "group_add")
+    await asyncio.gather(*(hub.join(GROUP) for _ in range(20)))
+    assert len(adds) == 1
+    assert len(layer.groups[GROUP]) == 1
+
+
+async def test_the_last_socket_to_leave_ends_the_membership(layer, hub):
+    first, second = await hub.join(GROUP), await hub.join(GROUP)
+    [channel] = layer.groups[GROUP]
+    await hub.leave(first)
+    assert list(layer.groups[GROUP]) == [channel]  # the second socket still needs it
+    await hub.leave(second)
+    assert not layer.groups.get(GROUP)
+    assert len(hub) == 0
+    again = await hub.join(GROUP)  # a new socket starts a new membership
+    assert list(layer.groups[GROUP]) != [channel]
+    await layer.group_send(GROUP, message(1))
+    assert await next_event(again) == message(1)
+
+
+async def test_a_failed_read_tells_every_socket_after_what_it_delivered(layer, hub, monkeypatch):
+    members = [await hub.join(GROUP) for _ in range(3)]
+    await layer.group_send(GROUP, message(1))
+    for member in members:
+        assert await next_event(member) == message(1)
+    redis_dies = asyncio.Event()
+    original = layer.receive
+
+    async def receive(channel):
+        await redis_dies.wait()
+        raise ConnectionError("Connection closed by server.")
+
+    monkeypatch.setattr(layer, "receive", receive)
+    await layer.group_send(GROUP, message(2))  # the read already waiting gets it; the next one fails
+    for member in members:
+        assert await next_event(member) == message(2)
+    redis_dies.set()
+    for member in members:
+        failed = await next_event(member)
+        assert failed["type"] == LAYER_FAILED
+        assert "Connection closed by server." in failed["error"]
+    assert len(hub) == 0  # forgotten: the next socket joins anew
+    monkeypatch.setattr(layer, "receive", original)
+    adds = counting(layer, "group_add")
+    await hub.join(GROUP)
+    assert len(adds) == 1
+
+
+async def test_a_failed_join_raises_and_the_next_one_tries_again(layer, hub, monkeypatch):
+    async def refused(*args):
+        raise ConnectionError("redis is gone")
+
+    original = layer.group_add
+    monkeypatch.setattr(layer, "group_add", refused)
+    with pytest.raises(ConnectionError):
+        await hub.join(GROUP)
+    assert len(hub) == 0
+    monkeypatch.setattr(layer, "group_add", original)
+    member = await hub.join(GROUP)
+    await layer.group_send(GROUP, message(1))
+    assert await next_event(member) == message(1)
+
+
+async def test_a_silent_layer_is_bounded_by_the_timeout(layer, monkeypatch):
+    async def hang(*args):
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(layer, "group_add", hang)
+    with pytest.raises(TimeoutError):
+        await RoomHub(layer, timeout=0.1, capacity=CAPACITY).join(GROUP)
+
+
+async def test_a_socket_too_far_behind_is_told_and_the_others_are_not(layer, hub):
+    slow, fast = await hub.join(GROUP), await hub.join(GROUP)
+    for n in range(CAPACITY + 5):
+        slow.deliver(message(n))
+        fast.deliver(message(n))
+        assert await next_event(fast) == message(n)
+    assert await next_event(slow) == {"type": ROOM_OVERFLOW, "behind": CAPACITY}
+    slow.deliver(message(99))  # nothing more for a socket that is closing
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(slow.next_event(), 0.1)
+
+
+async def test_renewal_keeps_the_membership_and_a_failed_one_tells_every_socket(layer, monkeypatch):
+    monkeypatch.setattr("chat.rooms.membership_renewal_interval", lambda layer: 0.05)
+    hub = RoomHub(layer, timeout=TIMEOUT, capacity=CAPACITY)
+    members = [await hub.join(GROUP) for _ in range(2)]
+    [(channel, joined_at)] = layer.groups[GROUP].items()
+    deadline = asyncio.get_running_loop().time() + TIMEOUT
+    while layer.groups[GROUP][channel] == joined_at:
+        assert asyncio.get_running_loop().time() < deadline, "the membership was never renewed"
+        await asyncio.sleep(0.05)
+
+    async def refused(*args):
+        raise ConnectionError("redis is gone")
+
+    monkeypatch.setattr(layer, "group_add", refused)
+    for member in members:
+        assert (await next_event(member))["type"] == LAYER_FAILED
+    assert len(hub) == 0
