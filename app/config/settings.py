@@ -103,6 +103,11 @@ if DATABASE_URL:
                 "min_size": env.get_int("DATABASE_POOL_MIN_SIZE", 1),
                 "max_size": env.get_int("DATABASE_POOL_MAX_SIZE", 8),
                 "timeout": env.get_float("DATABASE_POOL_TIMEOUT", 5.0),
+                # How long the pool keeps retrying a failed connection, with a backoff that doubles
+                # (1, 2, 4 ... s), before it gives up and the next request connects afresh.
+                # psycopg_pool's default, 300 s, lets the backoff grow past 10 s while PostgreSQL
+                # restarts, and requests wait that long after it is back.
+                "reconnect_timeout": env.get_float("DATABASE_POOL_RECONNECT_TIMEOUT", 5.0),
             },
             "connect_timeout": env.get_int("DATABASE_CONNECT_TIMEOUT", 3),
             "application_name": env.get_str("SERVER", "django"),

@@ -348,8 +348,8 @@ async def test_no_heartbeat_by_default():
 # --- Channel-layer reads that fail ----------------------------------------------------------------
 
 
-async def test_failed_layer_read_gets_an_error_frame_and_a_1013_close(monkeypatch):
-    """Redis dying under an open socket: the consumer's layer read fails, the client is told."""
+def layer_reads_fail_on(monkeypatch) -> asyncio.Event:
+    """The layer's reads wait for the returned event, then fail the way they do when Redis dies."""
     redis_dies = asyncio.Event()
 
     async def receive(channel):
@@ -357,6 +357,12 @@ async def test_failed_layer_read_gets_an_error_frame_and_a_1013_close(monkeypatc
         raise ConnectionError("Connection closed by server.")
 
     monkeypatch.setattr(get_channel_layer(), "receive", receive)
+    return redis_dies
+
+
+async def test_failed_layer_read_gets_an_error_frame_and_a_1013_close(monkeypatch):
+    """Redis dying under an open socket: the room's layer read fails, the client is told."""
+    redis_dies = layer_reads_fail_on(monkeypatch)
     client, _ = await join("layer-read-fails")
     redis_dies.set()
     error = await client.receive_json_from(timeout=TIMEOUT)
@@ -391,13 +397,7 @@ def reads_in_flight_at_close(app):
 
 async def test_a_close_from_a_layer_event_goes_out_with_no_read_pending(monkeypatch):
     """Granian drops a close sent while a read of the client is pending: none is, at any close."""
-    redis_dies = asyncio.Event()
-
-    async def receive(channel):
-        await redis_dies.wait()
-        raise ConnectionError("Connection closed by server.")
-
-    monkeypatch.setattr(get_channel_layer(), "receive", receive)
+    redis_dies = layer_reads_fail_on(monkeypatch)
     app, reads_at_close = reads_in_flight_at_close(application)
     client = await connect("/ws/chat/paused-read/?name=alice", app=app)
     assert (await client.receive_json_from(timeout=TIMEOUT))["type"] == "chat.history"
