@@ -35,7 +35,7 @@ from chat.protocol import (
     parse_client_frame,
 )
 from chat.ratelimit import TokenBucket
-from chat.rooms import LAYER_FAILED, Member, RoomHub, hub_for, stop_reading
+from chat.rooms import Member, RoomHub, hub_for
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -139,7 +139,6 @@ class GuardedConsumer(AsyncWebsocketConsumer):
     Subclasses implement ``handle_message`` for valid messages.
     """
 
-    _layer_receive: Callable[[], Awaitable[dict[str, Any]]]
     _closing = False  # an error close is on its way: report a dead dependency once
     _close_sent = False  # this side closed the socket already (the server completes the handshake)
 
@@ -211,47 +210,6 @@ class GuardedConsumer(AsyncWebsocketConsumer):
     def _stop_background(self) -> None:
         for task in list(self._background):
             task.cancel()
-
-    # Channels' AsyncConsumer.__call__ sets ``self.channel_receive`` to the channel layer's
-    # receive and runs it beside the client's receive; an exception there (Redis gone) would end
-    # the consumer and drop the socket with no close code. Every read goes through
-    # ``next_layer_event`` instead, which turns the failure into a ``layer.failed`` event, handled
-    # like any other.
-    @property
-    def channel_receive(self) -> Callable[[], Awaitable[dict[str, Any]]]:
-        return self.next_layer_event
-
-    @channel_receive.setter
-    def channel_receive(self, receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
-        self._layer_receive = receive
-
-    async def next_layer_event(self) -> dict[str, Any]:
-        """The next event for this socket: by default from its own channel in the layer."""
-        return await self._receive_from_layer()
-
-    async def _receive_from_layer(self) -> dict[str, Any]:
-        if getattr(self, "_layer_failed", False):
-            # Already reported and closing: stop reading from a dead layer (no busy loop); the
-            # client's disconnect ends the consumer.
-            await asyncio.Event().wait()
-        # The read runs in a task of its own, shielded. When the connection ends, Channels cancels
-        # this read and waits for it; a Redis read can swallow that cancellation (on Python 3.11,
-        # asyncio.wait_for inside redis-py's connect returns instead of raising when both happen at
-        # once) and read on forever, and the connection would never end. Shielded, the read gets
-        # a grace period to end (it normally ends at once); one that is still running then is left
-        # to be cancelled again until it stops, and the connection ends (chat/rooms.py: stop_reading).
-        read = asyncio.ensure_future(self._layer_receive())
-        try:
-            return await asyncio.shield(read)
-        except asyncio.CancelledError:
-            await stop_reading(read)
-            raise
-        except Exception as exc:
-            self._layer_failed = True
-            return {"type": LAYER_FAILED, "error": f"{type(exc).__name__}: {exc}"}
-
-    async def layer_failed(self, event: dict[str, Any]) -> None:
-        await self._unavailable(DependencyError(ErrorCode.LAYER_UNAVAILABLE, RuntimeError(event["error"])))
 
     async def _unavailable(self, exc: DependencyError) -> None:
         logger.warning("dependency unavailable, closing", extra={"error": str(exc)})
@@ -337,6 +295,11 @@ class EchoConsumer(GuardedConsumer):
         await self.send_json({"message": message.text})
 
 
+def chat_rooms(layer: Any) -> RoomHub:
+    """This process's chat rooms on ``layer`` (one hub per layer)."""
+    return hub_for(layer, settings.WS_DEPENDENCY_TIMEOUT, settings.CHANNEL_LAYER_CAPACITY)
+
+
 def room_group(room: str) -> str:
     """Channel-layer group of a room. Hashed: group names must stay under 100 characters."""
     return "chat." + hashlib.blake2s(room.encode(), digest_size=16).hexdigest()
@@ -377,13 +340,28 @@ class ChatConsumer(GuardedConsumer):
         await self.send_json({"type": "chat.history", "room": self.room, "messages": history})
 
     def _rooms(self) -> RoomHub:
-        return hub_for(self.channel_layer, settings.WS_DEPENDENCY_TIMEOUT, settings.CHANNEL_LAYER_CAPACITY)
+        return chat_rooms(self.channel_layer)
 
-    async def next_layer_event(self) -> dict[str, Any]:
+    # Channels' AsyncConsumer.__call__ sets ``self.channel_receive`` to a read of this socket's own
+    # channel and dispatches what it returns. A chat socket's events come from its room instead:
+    # the room turns a failed layer read into a ``layer.failed`` event, handled like any other.
+    @property
+    def channel_receive(self) -> Callable[[], Awaitable[dict[str, Any]]]:
+        return self._next_room_event
+
+    @channel_receive.setter
+    def channel_receive(self, receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        pass  # nothing reads this socket's own channel
+
+    async def _next_room_event(self) -> dict[str, Any]:
         """The room's next event for this socket (waits until the socket is in its room)."""
         await self._in_room.wait()
         assert self.member is not None
         return await self.member.next_event()
+
+    async def layer_failed(self, event: dict[str, Any]) -> None:
+        """The room's membership is gone (Redis failed)."""
+        await self._unavailable(DependencyError(ErrorCode.LAYER_UNAVAILABLE, RuntimeError(event["error"])))
 
     async def disconnect(self, code: int) -> None:
         # Leave once, whether the server or a cancellation got here first.

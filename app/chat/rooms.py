@@ -27,10 +27,6 @@ logger = logging.getLogger(__name__)
 LAYER_FAILED = "layer.failed"  # the room's membership is gone: its sockets close and reconnect
 ROOM_OVERFLOW = "room.overflow"  # the socket fell too far behind its room: it closes and reconnects
 
-# Seconds a cancelled channel-layer read normally takes to end; one still running after it is
-# abandoned to ``cancel_until_done``.
-READ_CANCEL_GRACE = 1.0
-
 # Abandoned reads still being cancelled (a reference keeps each task alive until it ends).
 _abandoned: set[asyncio.Task[Any]] = set()
 
@@ -55,14 +51,6 @@ def cancel_until_done(task: asyncio.Task[Any], every: float = 0.5, attempts: int
     keeper.add_done_callback(_abandoned.discard)
     # Nobody awaits the read any more: take its outcome so that asyncio does not log it.
     task.add_done_callback(lambda done: done.cancelled() or done.exception())
-
-
-async def stop_reading(task: asyncio.Task[Any]) -> None:
-    """Cancel a channel-layer read; wait READ_CANCEL_GRACE for it, then leave it to ``cancel_until_done``."""
-    task.cancel()
-    await asyncio.wait({task}, timeout=READ_CANCEL_GRACE)
-    if not task.done():
-        cancel_until_done(task)
 
 
 def membership_renewal_interval(layer: Any) -> float:

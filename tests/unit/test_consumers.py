@@ -433,10 +433,9 @@ async def test_a_read_cancelled_by_its_consumer_is_cancelled():
         await reader
 
 
-async def test_a_socket_too_far_behind_its_room_gets_an_error_frame_and_a_1013_close(settings):
+async def test_a_socket_too_far_behind_its_room_gets_an_error_frame_and_a_1013_close():
     client, _ = await join("slow-reader")
-    hub = rooms.hub_for(get_channel_layer(), settings.WS_DEPENDENCY_TIMEOUT, settings.CHANNEL_LAYER_CAPACITY)
-    room = hub.room(room_group("slow-reader"))
+    room = consumers.chat_rooms(get_channel_layer()).room(room_group("slow-reader"))
     assert room is not None
     [member] = room.members
     for n in range(room.capacity + 1):  # all at once: the socket reads none of them in between
