@@ -167,6 +167,7 @@ class ChatSettings:
     interval: float = 1.0  # seconds between two messages of a room's sender
     duration: float = 30.0
     replicas: int = 2  # app containers, so that every room spans replicas (through Redis)
+    settle: float = 2.0  # seconds from the last user's start to the first message (rooms full)
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,7 @@ QUICK = Sections(
     http=HttpSettings(users=8, duration=2.0),
     wrk=WrkSettings(connections=8, duration=1.0),
     echo=EchoSettings(users=8, duration=2.0),
-    chat=ChatSettings(users=12, rooms=(1, 3), duration=3.0),
+    chat=ChatSettings(users=12, rooms=(1, 3), duration=3.0, settle=0.5),
     capacity=CapacitySettings(sockets=40, spawn_rate=40.0, settle=1.0),
 )
 
@@ -313,6 +314,7 @@ def validate(config: BenchConfig) -> BenchConfig:
         if not value > 0:
             raise ConfigError(f"{name} must be > 0, got {value!r}")
     _at_least(s.capacity.settle, 0, "capacity.settle")
+    _at_least(s.chat.settle, 0, "chat.settle")
     _at_least(s.echo.interval, MIN_SEND_INTERVAL, "echo.interval (the app rate-limits faster senders)")
     _at_least(s.chat.interval, MIN_SEND_INTERVAL, "chat.interval (the app rate-limits faster senders)")
     if not s.http.endpoints:

@@ -660,7 +660,7 @@ class Bench:
 
     def chat_seconds(self) -> float:
         chat = self.config.chat
-        return chat.duration + chat.users / spawn_rate(chat.users, self.workers)
+        return chat.users / spawn_rate(chat.users, self.workers) + chat.settle + chat.duration
 
     def chat_run(self, stage: Stage, stage_dir: Path, rooms: int, k: int) -> None:
         c = self.config
@@ -671,6 +671,7 @@ class Bench:
             self.workers,
             scenario_options([
                 ("--chat-rooms", rooms), ("--chat-interval", c.chat.interval), ("--chat-room", f"bench-{k}"),
+                ("--chat-settle", c.chat.settle),
             ]),
         )  # fmt: skip
         case = f"{c.chat.users} users, {rooms} room" + ("s" if rooms > 1 else "")

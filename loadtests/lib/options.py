@@ -49,6 +49,12 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--chat-senders-per-room", "LT_CHAT_SENDERS_PER_ROOM", 1, "chat: sending users per room; others listen"),
     ("--chat-interval", "LT_CHAT_INTERVAL", 1.0, "chat: seconds between two messages of one sender"),
     ("--chat-ack-timeout", "LT_CHAT_ACK_TIMEOUT", 10.0, "chat: seconds before an unacknowledged send fails"),
+    (
+        "--chat-settle",
+        "LT_CHAT_SETTLE",
+        2.0,
+        "chat: seconds senders wait once every user has started, so that the rooms are full",
+    ),
     ("--capacity-path", "LT_CAPACITY_PATH", "/ws/echo/", "capacity: WebSocket path each idle socket opens"),
     (
         "--capacity-ping-interval",

@@ -85,6 +85,7 @@ class ChatSettings:
     senders_per_room: int
     interval: float  # seconds between two messages of one sender
     ack_timeout: float
+    settle: float  # seconds between the last user's start and the first message
 
     @property
     def senders(self) -> int:
@@ -99,11 +100,15 @@ def chat_settings(options: Any) -> ChatSettings:
     ack_timeout = float(_get(options, "chat_ack_timeout", 10.0))
     if ack_timeout <= 0:
         raise ValueError("--chat-ack-timeout must be > 0")
+    settle = float(_get(options, "chat_settle", 2.0))
+    if not settle >= 0:
+        raise ValueError("--chat-settle must be >= 0")
     return ChatSettings(
         rooms=rooms,
         senders_per_room=senders_per_room,
         interval=send_interval(_get(options, "chat_interval", 1.0), "--chat-interval"),
         ack_timeout=ack_timeout,
+        settle=settle,
     )
 
 

@@ -5,6 +5,10 @@ send, one message every ``--chat-interval`` seconds each, so a room carries a fi
 rate and what grows with the user count is the fan-out, which is what this measures. Each message
 carries its sender's id, a sequence number and its wall-clock send time.
 
+Senders start once every user has started, on every worker, and ``--chat-settle`` seconds more for
+the last handshakes: a delivery is measured with the room full, not while hundreds of members are
+still joining. The join storm has rows of its own.
+
 Rows (request type ``WS``):
 
 - ``connect /ws/chat/[room]/``: handshakes; ``chat join``: handshake start → history frame;
@@ -13,6 +17,7 @@ Rows (request type ``WS``):
 - ``chat error frame`` and ``disconnect /ws/chat/[room]/``: failures.
 """
 
+import contextlib
 import itertools
 import json
 import os
@@ -44,6 +49,34 @@ options.validate_at_init(
         ws_settings(environment.host, environment.parsed_options),
     )
 )
+
+
+class RoomsFilling:
+    """When senders may start: every user started (all workers) plus ``--chat-settle`` seconds.
+
+    Locust fires ``spawning_complete`` on a worker once the master has heard from every worker.
+    """
+
+    settle = 0.0
+    full_at: float | None = None  # time.monotonic() from which the rooms count as full
+
+    @classmethod
+    def on_test_start(cls, environment: Environment, **_kwargs: Any) -> None:
+        cls.full_at = None
+        with contextlib.suppress(ValueError):  # reported by validate_at_init
+            cls.settle = chat_settings(environment.parsed_options).settle
+
+    @classmethod
+    def on_spawning_complete(cls, **_kwargs: Any) -> None:
+        cls.full_at = time.monotonic() + cls.settle
+
+    @classmethod
+    def full(cls) -> bool:
+        return cls.full_at is not None and time.monotonic() >= cls.full_at
+
+
+events.test_start.add_listener(RoomsFilling.on_test_start)
+events.spawning_complete.add_listener(RoomsFilling.on_spawning_complete)
 
 
 class AckTimeoutError(Exception):

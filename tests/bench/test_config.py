@@ -159,6 +159,7 @@ def test_environment_and_options():
         (["--set", "http.endpoints="], {}, "http.endpoints is empty"),
         (["--set", "echo.interval=0.01"], {}, "echo.interval"),
         (["--set", "chat.interval=0"], {}, "chat.interval"),
+        (["--set", "chat.settle=-1"], {}, "chat.settle"),
         (["--set", "chat.rooms=0"], {}, "room counts >= 1"),
         (["--set", "chat.rooms=1,x"], {}, "chat.rooms: '1,x' is not a valid"),
         (["--set", "chat.users=10", "--set", "chat.rooms=10"], {}, "must exceed every room count"),

@@ -85,7 +85,12 @@ def test_ws_settings_derive_from_the_host_unless_overridden():
 
 def test_chat_settings_defaults_and_sender_count():
     defaults = chat_settings(None)
-    assert (defaults.rooms, defaults.senders, defaults.interval) == (["loadtest"], 1, 1.0)
+    assert (defaults.rooms, defaults.senders, defaults.interval, defaults.settle) == (
+        ["loadtest"],
+        1,
+        1.0,
+        2.0,
+    )
     several = chat_settings(
         Namespace(chat_room="r", chat_rooms=4, chat_senders_per_room=2, chat_interval=0.5)
     )
@@ -100,6 +105,8 @@ def test_chat_settings_defaults_and_sender_count():
         Namespace(chat_interval=MIN_SEND_INTERVAL / 2),  # would trip the server's rate limit
         Namespace(chat_interval=float("nan")),
         Namespace(chat_ack_timeout=0.0),
+        Namespace(chat_settle=-1.0),
+        Namespace(chat_settle=float("nan")),
     ],
 )
 def test_chat_settings_refuse_nonsense(options):

@@ -118,17 +118,29 @@ def test_echo_handshake_refusal_is_a_failure(tmp_path, app):
 
 def test_chat_several_rooms(tmp_path, app):
     rows, output = run_locust(
-        tmp_path, app, "loadtests/locustfiles/chat.py", "--chat-rooms", "2", "--chat-interval", "0.5", users=5
-    )
+        tmp_path, app, "loadtests/locustfiles/chat.py", "--chat-rooms", "2", "--chat-interval", "0.5",
+        "--chat-settle", "0.5", users=5,
+    )  # fmt: skip
     assert_ran_clean(rows, output, CHAT_ROWS)
 
 
 def test_chat_by_scenario_name_with_processes(tmp_path, app):
+    # With workers, the senders wait for the master's word that every worker's users started.
     rows, output = run_locust(
         tmp_path, app, "loadtests/locustfile.py", "--processes", "2", "--chat-interval", "0.5",
-        users=4, run_time="5s", env={"SCENARIO": "chat"},
+        "--chat-settle", "0.5", users=4, run_time="5s", env={"SCENARIO": "chat"},
     )  # fmt: skip
     assert_ran_clean(rows, output, CHAT_ROWS)
+
+
+def test_chat_senders_wait_for_the_settle_time(tmp_path, app):
+    rows, output = run_locust(
+        tmp_path, app, "loadtests/locustfiles/chat.py", "--chat-interval", "0.5", "--chat-settle", "60",
+        users=3, run_time="3s",
+    )  # fmt: skip
+    assert_ran_clean(rows, output, ["chat join"])
+    assert "chat ack round trip" not in rows, output
+    assert "chat fan-out delivery" not in rows, output
 
 
 def test_capacity_with_memory_report(tmp_path, app):
