@@ -380,6 +380,10 @@ def settings_items(results: dict[str, Any]) -> list[str]:
         for p in s.get("profiles", [])
     )
     limits = ", ".join(f"{k}={v}" for k, v in s.get("nginx_limits", {}).items())
+    # Results from before the senders waited for full rooms have no "settle".
+    chat_start = (
+        f" from {chat['settle']} s after the last user started (rooms full)" if "settle" in chat else ""
+    )
     return [
         f"Load generator: {s.get('locust_mode')}; wrk with {s.get('wrk_threads')} threads and "
         f"{wrk.get('connections')} connections, {wrk.get('duration')} s per run.",
@@ -391,7 +395,7 @@ def settings_items(results: dict[str, Any]) -> list[str]:
         f"WebSocket echo: {echo.get('users')} users, one message every {echo.get('interval')} s each, "
         f"{echo.get('duration')} s per run.",
         f"Chat fan-out: {chat.get('users')} users, rooms {chat.get('rooms')}, one sender per room "
-        f"sending every {chat.get('interval')} s, {chat.get('duration')} s per run, "
+        f"sending every {chat.get('interval')} s, {chat.get('duration')} s per run{chat_start}, "
         f"{chat.get('replicas')} app replicas so that every room spans replicas (delivery crosses Redis).",
         f"Capacity: {cap.get('sockets')} idle sockets on {cap.get('path')}, opened at "
         f"{cap.get('spawn_rate')}/s; memory (docker stats, app containers) measured "

@@ -80,6 +80,14 @@ def test_settings_machine_and_versions_are_recorded(rendered):
     assert results["settings"]["locust_mode"] in markdown
 
 
+def test_chat_settle_is_stated_when_recorded():
+    results = json.loads(FIXTURE.read_text())
+    assert not any("rooms full" in item for item in report.settings_items(results))  # older results
+    results["settings"]["chat"]["settle"] = 2.0
+    chat = next(item for item in report.settings_items(results) if item.startswith("Chat fan-out"))
+    assert "from 2.0 s after the last user started (rooms full)" in chat
+
+
 @pytest.mark.parametrize(
     ("fmt", "value", "text"),
     [
