@@ -25,7 +25,12 @@ cpu_count() {
 : "${WS_PING_TIMEOUT:=20}"            # a peer that does not answer a ping in time is dropped
 : "${GRACEFUL_TIMEOUT:=20}"           # seconds to finish in-flight work on SIGTERM (< stop grace 30 s)
 : "${KEEPALIVE_TIMEOUT:=75}"          # idle keep-alive seconds, above Nginx's upstream idle time (60)
+# 1: the server logs every request too. Off by default: Nginx's access log has every request
+# already, with its request id and the upstream's status and time, and a second line per request
+# from the server costs a sixth or more of the app's throughput.
+: "${SERVER_ACCESS_LOG:=0}"
 export PORT WEB_CONCURRENCY WS_MAX_MESSAGE_BYTES WS_PING_INTERVAL WS_PING_TIMEOUT GRACEFUL_TIMEOUT KEEPALIVE_TIMEOUT
+export SERVER_ACCESS_LOG
 
 # shellcheck disable=SC2034  # used by the start files that source this one
 ASGI_APP=config.asgi:application

@@ -8,6 +8,10 @@ set -eu
 # shellcheck source=common.sh
 . "$(dirname "$0")/common.sh"
 
+# Daphne logs requests to stdout unless its verbosity is 0; Django's LOGGING still sets the level
+# of every logger, Daphne's included.
+if [ "$SERVER_ACCESS_LOG" = 1 ]; then set -- --access-log -; else set -- --verbosity 0; fi
+
 exec python "$(dirname "$0")/../bin/prefork.py" \
     --bind "0.0.0.0:$PORT" --processes "$WEB_CONCURRENCY" --grace "$GRACEFUL_TIMEOUT" -- \
     python "$(dirname "$0")/../bin/run_daphne.py" --fd '{fd}' \
@@ -17,5 +21,5 @@ exec python "$(dirname "$0")/../bin/prefork.py" \
     --websocket_timeout -1 \
     --application-close-timeout "$GRACEFUL_TIMEOUT" \
     --no-server-name \
-    --access-log - \
+    "$@" \
     "$ASGI_APP"

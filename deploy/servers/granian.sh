@@ -7,6 +7,8 @@ set -eu
 . "$(dirname "$0")/common.sh"
 export WS_APP_HEARTBEAT="$WS_PING_INTERVAL"
 
+if [ "$SERVER_ACCESS_LOG" = 1 ]; then access_log=--access-log; else access_log=--no-access-log; fi
+
 exec granian "$ASGI_APP" \
     --interface asgi \
     --host 0.0.0.0 --port "$PORT" \
@@ -15,4 +17,4 @@ exec granian "$ASGI_APP" \
     --workers-kill-timeout "$GRACEFUL_TIMEOUT" \
     --respawn-failed-workers \
     --no-reload \
-    --access-log
+    "$access_log"

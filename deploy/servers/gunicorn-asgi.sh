@@ -7,6 +7,13 @@ set -eu
 . "$(dirname "$0")/common.sh"
 export WS_APP_HEARTBEAT="$WS_PING_INTERVAL"
 
+# Gunicorn writes no access log unless given a file.
+if [ "$SERVER_ACCESS_LOG" = 1 ]; then
+    set -- --access-logfile - --access-logformat '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+else
+    set --
+fi
+
 exec gunicorn "$ASGI_APP" \
     --config "$(dirname "$0")/../bin/gunicorn_asgi_conf.py" \
     --bind "0.0.0.0:$PORT" \
@@ -16,5 +23,4 @@ exec gunicorn "$ASGI_APP" \
     --graceful-timeout "$GRACEFUL_TIMEOUT" \
     --keep-alive "$KEEPALIVE_TIMEOUT" \
     --forwarded-allow-ips "" \
-    --access-logfile - \
-    --access-logformat '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+    "$@"

@@ -5,10 +5,16 @@ set -eu
 # shellcheck source=common.sh
 . "$(dirname "$0")/common.sh"
 
+# Gunicorn writes no access log unless given a file.
+if [ "$SERVER_ACCESS_LOG" = 1 ]; then
+    set -- --access-logfile - --access-logformat '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+else
+    set --
+fi
+
 exec gunicorn "$WSGI_APP" \
     --bind "0.0.0.0:$PORT" \
     --workers "$WEB_CONCURRENCY" --worker-class sync \
     --graceful-timeout "$GRACEFUL_TIMEOUT" --timeout 30 \
     --forwarded-allow-ips "" \
-    --access-logfile - \
-    --access-logformat '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+    "$@"

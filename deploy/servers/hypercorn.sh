@@ -21,10 +21,12 @@ websocket_ping_interval = $WS_PING_INTERVAL
 graceful_timeout = $GRACEFUL_TIMEOUT
 keep_alive_timeout = $KEEPALIVE_TIMEOUT
 include_server_header = false
-accesslog = "-"
 errorlog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(D)sus'
 TOML
+if [ "$SERVER_ACCESS_LOG" = 1 ]; then
+    echo 'accesslog = "-"' >> "$config"
+fi
 
 # The supervisor waits past Hypercorn's graceful timeout (its WebSockets end at that timeout) and
 # still ends within the container's 30 s stop grace period.

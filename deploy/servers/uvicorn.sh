@@ -4,6 +4,8 @@ set -eu
 # shellcheck source=common.sh
 . "$(dirname "$0")/common.sh"
 
+if [ "$SERVER_ACCESS_LOG" = 1 ]; then access_log=--access-log; else access_log=--no-access-log; fi
+
 exec uvicorn "$ASGI_APP" \
     --host 0.0.0.0 --port "$PORT" \
     --workers "$WEB_CONCURRENCY" \
@@ -16,4 +18,4 @@ exec uvicorn "$ASGI_APP" \
     --no-proxy-headers \
     --no-server-header \
     --lifespan off \
-    --access-log
+    "$access_log"

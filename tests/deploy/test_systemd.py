@@ -279,12 +279,15 @@ def assert_clean_stop(variant: str, returncode: int | None, log: Path) -> None:
     assert returncode == 0, f"exit status {returncode} after SIGTERM\n{log_tail(log)}"
 
 
+@pytest.mark.parametrize("access_log", ["", "1"], ids=["default", "SERVER_ACCESS_LOG=1"])
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_unit_command_serves_and_stops_cleanly(
-    variant: str, layout: HostLayout, database: Path, tmp_path: Path
+    variant: str, access_log: str, layout: HostLayout, database: Path, tmp_path: Path
 ) -> None:
+    """The unit's start command serves and stops; it logs requests only with SERVER_ACCESS_LOG=1
+    (by default Nginx's access log is the one line per request)."""
     port = free_port()
-    env = server_environment(layout, variant, database, port)
+    env = {**server_environment(layout, variant, database, port), "SERVER_ACCESS_LOG": access_log}
     log = tmp_path / f"{variant}.log"
     argv = layout.exec_start(SERVICE_TEMPLATE, variant)
     with running(argv, env, layout.working_directory(SERVICE_TEMPLATE, variant), log) as proc:
@@ -293,6 +296,7 @@ def test_unit_command_serves_and_stops_cleanly(
         code, body = http_get(port, "/api/whoami")
         assert code == 200 and f'"server": "{variant}"'.encode() in body, body
         assert_clean_stop(variant, stop_and_wait(proc), log)
+    assert ("/api/whoami" in log.read_text(errors="replace")) == (access_log == "1"), log_tail(log)
 
 
 def test_uvicorn_with_workers_exits_zero(layout: HostLayout, database: Path, tmp_path: Path) -> None:

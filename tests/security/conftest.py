@@ -87,6 +87,8 @@ def bring_up(request: pytest.FixtureRequest, project: str, *, tls: bool) -> Iter
         f"PROJECT={project}",
         f"HTTP_PORT={stack.http_port}",
         "REPLICAS=1",
+        # The slow-client check reads the servers' access logs: no trickled request may reach them.
+        "SERVER_ACCESS_LOG=1",
     ]
     if tls:
         args += ["TLS=1", f"HTTPS_PORT={stack.https_port}"]
