@@ -180,8 +180,8 @@ class ChatSender(ChatMember):
     @task
     def send(self) -> None:
         self._expire_pending()
-        if self.ws is None or not self.joined:
-            return  # (re)connecting: the receiver greenlet owns the connection
+        if self.ws is None or not self.joined or not RoomsFilling.full():
+            return  # (re)connecting (the receiver greenlet owns the connection), or members still joining
         self.seq += 1
         probe = Probe(sender=self.member_id, seq=self.seq, sent_at=time.time())
         self.pending[self.seq] = time.perf_counter()  # before sending: the copy can arrive first
