@@ -27,7 +27,7 @@ cpu_count() {
 : "${KEEPALIVE_TIMEOUT:=75}"          # idle keep-alive seconds, above Nginx's upstream idle time (60)
 # 1: the server logs every request too. Off by default: Nginx's access log has every request
 # already, with its request id and the upstream's status and time, and a second line per request
-# from the server costs a sixth or more of the app's throughput.
+# from the server cost 14 to 35 % of the HTTP throughput in the bench (docs/benchmarks.md).
 : "${SERVER_ACCESS_LOG:=0}"
 export PORT WEB_CONCURRENCY WS_MAX_MESSAGE_BYTES WS_PING_INTERVAL WS_PING_TIMEOUT GRACEFUL_TIMEOUT KEEPALIVE_TIMEOUT
 export SERVER_ACCESS_LOG
