@@ -11,6 +11,7 @@ import pytest
 import websockets
 
 from tests.e2e.conftest import ARTIFACTS, PROJECT, REPLICAS, Stack, compose_containers, make
+from tests.nginx import access_log
 
 pytestmark = pytest.mark.e2e
 TIMEOUT = 10
@@ -22,11 +23,12 @@ def get(stack: Stack, path: str, **headers: str) -> httpx.Response:
 
 def nginx_log_entry(request_id: str) -> dict:
     """Nginx's JSON access-log line for one request id."""
+    access_log.wait_until_flushed()
     for container in compose_containers("nginx"):
         logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True, check=True)
-        for line in logs.stdout.splitlines():
-            if request_id in line and line.startswith("{"):
-                return json.loads(line)
+        for entry in access_log.entries(logs.stdout):
+            if entry.get("request_id") == request_id:
+                return entry
     raise AssertionError(f"request {request_id} is not in Nginx's access log")
 
 

@@ -25,6 +25,7 @@ import httpx
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from tests.nginx import access_log
 from tests.security.stack import HOST, Limits, Stack
 
 RECV_TIMEOUT = 10.0  # seconds for an answer that nothing should delay
@@ -332,13 +333,9 @@ def forged_forwarding_answer(stack: Stack) -> str:
 
 
 def nginx_access_log(stack: Stack) -> list[dict[str, Any]]:
-    """Nginx's JSON access-log lines (its other output is skipped)."""
-    entries = []
-    for line in stack.logs("nginx").splitlines():
-        if line.startswith("{"):
-            with contextlib.suppress(ValueError):
-                entries.append(json.loads(line))
-    return entries
+    """Nginx's JSON access-log lines, once every request made so far is in them."""
+    access_log.wait_until_flushed()
+    return access_log.entries(stack.logs("nginx"))
 
 
 def app_logs(stack: Stack) -> str:
