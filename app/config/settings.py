@@ -52,10 +52,12 @@ INSTALLED_APPS = [
 ]
 
 # Every middleware here runs on both the sync (WSGI) and async (ASGI) paths. Order matters:
-# the proxy fix comes first so that everything after it sees the real client address and scheme.
+# Content-Length is measured last, on the finished response, so it comes first; then the proxy fix,
+# so that everything after it sees the real client address and scheme.
 # With the fast path, the ASGI handler builds Django's three classes below from their inline
 # variants (core/fastpath/middleware.py); the names stay Django's, which the deploy checks look for.
 MIDDLEWARE = [
+    "core.middleware.content_length_middleware",
     "core.middleware.trusted_proxy_middleware",
     "core.middleware.request_id_middleware",
     "core.middleware.allowed_host_middleware",

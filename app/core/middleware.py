@@ -86,6 +86,38 @@ def request_id_middleware(get_response: GetResponse) -> GetResponse:
     return middleware
 
 
+def _set_content_length(response: HttpResponseBase) -> None:
+    if not response.streaming and not response.has_header("Content-Length"):
+        response.headers["Content-Length"] = str(len(response.content))  # type: ignore[attr-defined]
+
+
+@sync_and_async_middleware
+def content_length_middleware(get_response: GetResponse) -> GetResponse:
+    """Content-Length on every response whose body is known (not streaming, not a file).
+
+    Django's ASGI handler sends none, so every server framed each answer as chunked, and Nginx
+    undid it. This is what Django's CommonMiddleware does for the header, without its URL
+    rewriting (APPEND_SLASH, PREPEND_WWW, which this app does not want) and without its thread
+    hops under ASGI, where it is a sync-only MiddlewareMixin class. It comes first in MIDDLEWARE,
+    so it measures the body every other middleware has finished with.
+    """
+    if iscoroutinefunction(get_response):
+
+        async def async_middleware(request: HttpRequest) -> HttpResponseBase:
+            response = await get_response(request)
+            _set_content_length(response)
+            return response
+
+        return async_middleware
+
+    def middleware(request: HttpRequest) -> HttpResponseBase:
+        response = get_response(request)
+        _set_content_length(response)
+        return response
+
+    return middleware
+
+
 @sync_and_async_middleware
 def allowed_host_middleware(get_response: GetResponse) -> GetResponse:
     """Validates Host on every request.

@@ -180,3 +180,9 @@ def test_hsts_sent_once_over_https(settings):
     settings.SECURE_HSTS_SECONDS = 31_536_000
     response = Client().get("/api/ping", headers={"x-forwarded-proto": "https"})
     assert response["Strict-Transport-Security"].startswith("max-age=31536000")
+
+
+@pytest.mark.parametrize("path", ["/", "/api/ping", "/api/db", "/nowhere"])
+async def test_responses_carry_their_content_length(get, path):
+    response = await get(path)
+    assert response["Content-Length"] == str(len(response.content))

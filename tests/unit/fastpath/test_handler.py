@@ -142,6 +142,13 @@ async def test_streaming_and_file_responses_are_closed(fast, test_views, path, b
     assert test_views.get(resource) is True
 
 
+@pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume synchronous iterators")
+async def test_content_length_only_where_the_body_is_known(fast, test_views):
+    answer = await request(fast, "/post", method="POST", body=b"x")  # CSRF's 403, a page of its own
+    assert answer.headers["content-length"] == str(len(answer.body))
+    assert "content-length" not in (await request(fast, "/stream")).headers
+
+
 # The same requests through Django's handler and the fast one: identical status and headers.
 SAME_ANSWER_CASES = [
     pytest.param("GET", "/", {}, id="page"),
