@@ -21,6 +21,8 @@ websocket_ping_interval = $WS_PING_INTERVAL
 graceful_timeout = $GRACEFUL_TIMEOUT
 keep_alive_timeout = $KEEPALIVE_TIMEOUT
 include_server_header = false
+# Nginx sends its own Date and drops the app server's (proxy_pass_header): no point formatting one.
+include_date_header = false
 errorlog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(D)sus'
 TOML

@@ -1,5 +1,6 @@
 #!/bin/sh
-# Uvicorn: uvloop + httptools, the websockets protocol library, one process per CPU.
+# Uvicorn: uvloop + httptools, the websockets protocol library, one process per CPU. No Server or
+# Date header: Nginx sends its own and drops the app server's.
 set -eu
 # shellcheck source=common.sh
 . "$(dirname "$0")/common.sh"
@@ -17,5 +18,6 @@ exec uvicorn "$ASGI_APP" \
     --timeout-keep-alive "$KEEPALIVE_TIMEOUT" \
     --no-proxy-headers \
     --no-server-header \
+    --no-date-header \
     --lifespan off \
     "$access_log"
