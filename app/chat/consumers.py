@@ -5,7 +5,8 @@ The sender's copy is its acknowledgement, so an acknowledged message is always i
 a message that could not be stored is answered with ``storage_unavailable`` and never broadcast.
 
 A chat socket does not join the channel layer's group itself: its process joins each room once
-and fans each broadcast out to its sockets in memory (chat/rooms.py).
+and fans each broadcast out to its sockets in memory (chat/rooms.py). No consumer reads a channel
+of its own, so Channels opens none for them.
 """
 
 import asyncio
@@ -21,6 +22,7 @@ from urllib.parse import parse_qs
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 
 from chat.models import Message
@@ -35,7 +37,7 @@ from chat.protocol import (
     parse_client_frame,
 )
 from chat.ratelimit import TokenBucket
-from chat.rooms import Member, RoomHub, hub_for
+from chat.rooms import Broadcast, Member, RoomHub, hub_for
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -67,6 +69,10 @@ def layer_call(awaitable: Awaitable[T]) -> Awaitable[T]:
 def storage_call(awaitable: Awaitable[T]) -> Awaitable[T]:
     return within_deadline(awaitable, ErrorCode.STORAGE_UNAVAILABLE)
 
+
+# The channel layer alias of every consumer here: it names no layer in CHANNEL_LAYERS, so Channels
+# gives them none and opens no channel per socket. Echo talks to no other socket; chat reads its room.
+NO_OWN_CHANNEL = "consumers-read-no-channel-of-their-own"
 
 # Seconds a connection stopped by its server waits for the client to answer its close frame.
 CLOSE_HANDSHAKE_TIMEOUT = 2.0
@@ -136,11 +142,17 @@ class ClientReceive:
 class GuardedConsumer(AsyncWebsocketConsumer):
     """Size and rate limits, frame validation and heartbeats shared by every consumer.
 
-    Subclasses implement ``handle_message`` for valid messages.
+    Subclasses implement ``handle_message`` for valid messages. Handlers run one at a time, as in
+    Channels' own loop, also for events a subclass takes from elsewhere (``dispatch``).
     """
 
+    channel_layer_alias = NO_OWN_CHANNEL
     _closing = False  # an error close is on its way: report a dead dependency once
     _close_sent = False  # this side closed the socket already (the server completes the handshake)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._handling = asyncio.Lock()  # held by the handler that runs (dispatch)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         self._background: set[asyncio.Task[None]] = set()
@@ -188,13 +200,14 @@ class GuardedConsumer(AsyncWebsocketConsumer):
         row). ``ASGI_FAST_PATH=0`` restores Channels' own dispatch; tests/unit/test_dispatch.py
         fails when Channels changes the method this replaces.
         """
-        if not settings.ASGI_FAST_PATH:
-            await super().dispatch(message)
-            return
-        handler = getattr(self, get_handler_name(message), None)
-        if handler is None:
-            raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
+        async with self._handling:
+            if not settings.ASGI_FAST_PATH:
+                await super().dispatch(message)
+                return
+            handler = getattr(self, get_handler_name(message), None)
+            if handler is None:
+                raise ValueError(f"No handler for message type {message['type']}")
+            await handler(message)
 
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
         self._close_sent = True
@@ -285,11 +298,9 @@ class GuardedConsumer(AsyncWebsocketConsumer):
 class EchoConsumer(GuardedConsumer):
     """Sends every valid message straight back.
 
-    It talks to no other connection, so it joins no channel layer: no Redis read per socket, and
-    echo keeps working while Redis is down.
+    It talks to no other connection and uses no channel layer: no Redis call per socket, and echo
+    keeps working while Redis is down.
     """
-
-    channel_layer_alias = "echo-uses-no-channel-layer"  # not in CHANNEL_LAYERS: Channels gives None
 
     async def handle_message(self, message: ClientMessage) -> None:
         await self.send_json({"message": message.text})
@@ -308,18 +319,16 @@ def room_group(room: str) -> str:
 class ChatConsumer(GuardedConsumer):
     """One chat room: history on connect, store-then-broadcast on each message.
 
-    Its events come from its room (chat/rooms.py), not from its own channel: nothing in this app
-    sends to one socket's channel.
+    Its events come from its room (chat/rooms.py), read by a task of its own beside Channels' loop
+    over the client's frames: a broadcast costs the socket one step of that task, where Channels'
+    loop took a wait on both sources and a new task per event.
     """
 
     room: str
     group: str
     user_name: str
+    layer: Any  # the default channel layer: the room's group lives there
     member: Member | None = None
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._in_room = asyncio.Event()
 
     async def connect(self) -> None:
         self.room = self.scope["url_route"]["kwargs"]["room"]
@@ -328,36 +337,38 @@ class ChatConsumer(GuardedConsumer):
             return
         self.group = room_group(self.room)
         self.user_name = self._user_name()
+        self.layer = get_channel_layer()
         await self.accept()
         try:
             # Join first, then read history: nothing sent in between is missed (clients dedupe by id).
-            self.member = await layer_call(self._rooms().join(self.group))
-            self._in_room.set()
+            self.member = member = await layer_call(self._rooms().join(self.group))
             history = await storage_call(self._history())
         except DependencyError as exc:
             await self._unavailable(exc)
             return
         await self.send_json({"type": "chat.history", "room": self.room, "messages": history})
+        # Broadcasts that arrived meanwhile wait in the room's queue: they follow the history.
+        self.start_background(self._forward_room_events(member))
 
     def _rooms(self) -> RoomHub:
-        return chat_rooms(self.channel_layer)
+        return chat_rooms(self.layer)
 
-    # Channels' AsyncConsumer.__call__ sets ``self.channel_receive`` to a read of this socket's own
-    # channel and dispatches what it returns. A chat socket's events come from its room instead:
-    # the room turns a failed layer read into a ``layer.failed`` event, handled like any other.
-    @property
-    def channel_receive(self) -> Callable[[], Awaitable[dict[str, Any]]]:
-        return self._next_room_event
+    async def _forward_room_events(self, member: Member) -> None:
+        """The room's events, in order, each to its handler, while the socket is open.
 
-    @channel_receive.setter
-    def channel_receive(self, receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
-        pass  # nothing reads this socket's own channel
-
-    async def _next_room_event(self) -> dict[str, Any]:
-        """The room's next event for this socket (waits until the socket is in its room)."""
-        await self._in_room.wait()
-        assert self.member is not None
-        return await self.member.next_event()
+        A send the server refuses means the client is gone (its disconnect follows). Anything else
+        is a bug: it is logged, and the socket closes with 1011 as when a handler raises in
+        Channels' own loop.
+        """
+        try:
+            while True:
+                await self.dispatch(await member.next_event())
+        except OSError as exc:
+            logger.debug("socket gone during a broadcast", extra={"room": self.room, "error": repr(exc)})
+        except Exception:
+            logger.exception("room event failed", extra={"room": self.room})
+            with contextlib.suppress(Exception):
+                await self.close(code=CloseCode.INTERNAL_ERROR)
 
     async def layer_failed(self, event: dict[str, Any]) -> None:
         """The room's membership is gone (Redis failed)."""
@@ -383,7 +394,7 @@ class ChatConsumer(GuardedConsumer):
             return
         event = stored.as_event()
         try:
-            await layer_call(self.channel_layer.group_send(self.group, event))
+            await layer_call(self.layer.group_send(self.group, event))
         except DependencyError as exc:
             # Stored but not broadcast: acknowledge it to the sender (it is in the database and in
             # everyone's history), then close so the client reconnects once the layer is back.
@@ -391,8 +402,8 @@ class ChatConsumer(GuardedConsumer):
             await self._unavailable(exc)
 
     async def chat_message(self, event: dict[str, Any]) -> None:
-        """A broadcast from the room (the layer dispatches type ``chat.message`` here)."""
-        await self.send_json(event)
+        """A broadcast from the room (type ``chat.message``), encoded once for all its sockets."""
+        await self.send(text_data=event.text if isinstance(event, Broadcast) else json.dumps(event))
 
     def _user_name(self) -> str:
         user = self.scope.get("user")

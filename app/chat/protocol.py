@@ -30,6 +30,7 @@ class CloseCode:
 
     POLICY_VIOLATION: Final = 1008  # kept flooding after being rate limited
     MESSAGE_TOO_BIG: Final = 1009  # over WS_MAX_MESSAGE_BYTES (most servers close with it before the app)
+    INTERNAL_ERROR: Final = 1011  # the app failed on this socket (logged), as servers do when an app raises
     SERVICE_RESTART: Final = 1012  # the server is stopping (a restart, a deploy): reconnect now
     TRY_AGAIN_LATER: Final = 1013  # the database or the channel layer is unavailable: reconnect later
 

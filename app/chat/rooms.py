@@ -6,6 +6,9 @@ row (four round trips each, under the process's receive lock), and the last sock
 message hundreds of milliseconds after the first. Here a process joins each room once, with a
 channel of its own, reads each broadcast once, and hands it to its sockets of that room in memory.
 
+Each broadcast is read once per process and shared by the room's sockets as one ``Broadcast``,
+which is also encoded as a JSON text frame once, by whichever socket sends it first.
+
 The membership is a lease, renewed every third of the layer's group expiry while the room has a
 socket in the process, so a dead process's membership drops out within that expiry. When the
 layer fails (a read or a renewal), every socket of the room gets a ``layer.failed`` event and the
@@ -18,6 +21,7 @@ Only public channel-layer calls are used (``new_channel``, ``group_add``, ``grou
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import weakref
 from typing import Any
@@ -51,6 +55,22 @@ def cancel_until_done(task: asyncio.Task[Any], every: float = 0.5, attempts: int
     keeper.add_done_callback(_abandoned.discard)
     # Nobody awaits the read any more: take its outcome so that asyncio does not log it.
     task.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+
+class Broadcast(dict[str, Any]):
+    """One message read from the room's group: the event, as the layer delivered it, shared by every
+    socket of the room in this process (none of them changes it)."""
+
+    __slots__ = ("_text",)
+
+    @property
+    def text(self) -> str:
+        """The event as a JSON text frame, encoded once for all the sockets that send it."""
+        try:
+            return self._text
+        except AttributeError:
+            self._text: str = json.dumps(self)
+            return self._text
 
 
 def membership_renewal_interval(layer: Any) -> float:
@@ -126,8 +146,9 @@ class Room:
             except Exception as exc:
                 self.fail(exc)
                 return
+            broadcast = Broadcast(event)
             for member in list(self.members):
-                member.deliver(event)
+                member.deliver(broadcast)
 
     async def _renew(self, interval: float) -> None:
         """Re-join every ``interval`` seconds: the layer forgets members older than its group expiry."""

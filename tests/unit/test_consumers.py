@@ -166,6 +166,73 @@ async def test_message_is_stored_then_broadcast_to_every_member_sender_included(
     await bob.disconnect()
 
 
+async def test_a_broadcast_sent_while_the_history_is_read_follows_the_history(monkeypatch):
+    early = {"type": "chat.message", "id": 10**9, "room": "early", "message": "sent during the join"}
+    original = consumers.ChatConsumer.__dict__["_history"]  # the database_sync_to_async wrapper
+
+    async def history_with_a_broadcast_meanwhile(self):
+        await get_channel_layer().group_send(room_group("early"), early)
+        return await original(self)
+
+    monkeypatch.setattr(consumers.ChatConsumer, "_history", history_with_a_broadcast_meanwhile)
+    client, _ = await join("early")  # asserts that the history comes first
+    assert await client.receive_json_from(timeout=TIMEOUT) == early
+    await client.disconnect()
+
+
+async def test_chat_sockets_open_no_channel_of_their_own(monkeypatch):
+    layer = get_channel_layer()
+    opened: list[str] = []
+    original = layer.new_channel
+
+    async def counted(*args, **kwargs):
+        opened.append(await original(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(layer, "new_channel", counted)
+    clients = [(await join("one-channel", name))[0] for name in ("alice", "bob", "carol")]
+    await send(clients[0], {"message": "hello all"})
+    for client in clients:
+        assert (await client.receive_json_from(timeout=TIMEOUT))["message"] == "hello all"
+    assert len(opened) == 1  # the room's, for the three sockets
+    for client in clients:
+        await client.disconnect()
+
+
+async def test_a_broadcast_waits_for_the_handler_running_on_its_socket(monkeypatch):
+    """Room events and client frames reach their handlers one at a time, as in Channels' loop."""
+    storing = asyncio.Event()
+    release = asyncio.Event()
+    original = consumers.ChatConsumer.__dict__["_store"]  # the database_sync_to_async wrapper
+
+    async def slow_store(self, text):
+        storing.set()
+        await release.wait()
+        return await original(self, text)
+
+    monkeypatch.setattr(consumers.ChatConsumer, "_store", slow_store)
+    alice, _ = await join("one-at-a-time", "alice")
+    await send(alice, {"message": "first"})
+    await asyncio.wait_for(storing.wait(), TIMEOUT)
+    other = {"type": "chat.message", "id": 10**9, "room": "one-at-a-time", "message": "second"}
+    await get_channel_layer().group_send(room_group("one-at-a-time"), other)
+    assert await alice.receive_nothing(timeout=0.2)  # the handler storing "first" still runs
+    release.set()
+    assert (await alice.receive_json_from(timeout=TIMEOUT))["message"] == "second"
+    assert (await alice.receive_json_from(timeout=TIMEOUT))["message"] == "first"
+    await alice.disconnect()
+
+
+async def test_a_room_event_that_fails_is_logged_and_closes_1011(caplog):
+    client, _ = await join("bad-event")
+    room = consumers.chat_rooms(get_channel_layer()).room(room_group("bad-event"))
+    assert room is not None
+    [member] = room.members
+    member.deliver({"type": "no.such.event"})
+    assert await client.receive_output(timeout=TIMEOUT) == {"type": "websocket.close", "code": 1011}
+    assert any(record.message == "room event failed" for record in caplog.records)
+
+
 async def test_rooms_are_isolated():
     red, _ = await join("red")
     blue, _ = await join("blue")

@@ -4,7 +4,8 @@ import asyncio
 
 import pytest
 from channels.layers import InMemoryChannelLayer
-from chat.rooms import LAYER_FAILED, ROOM_OVERFLOW, RoomHub
+from chat import rooms
+from chat.rooms import LAYER_FAILED, ROOM_OVERFLOW, Broadcast, RoomHub
 
 TIMEOUT = 3
 GROUP = "chat.room"
@@ -51,6 +52,24 @@ async def test_one_membership_per_process_and_room_and_every_socket_gets_each_br
         await layer.group_send(GROUP, message(n))
     for member in members:
         assert [await next_event(member) for _ in range(3)] == [message(0), message(1), message(2)]
+
+
+async def test_a_broadcast_is_read_once_and_encoded_once_for_every_socket(layer, hub, monkeypatch):
+    encoded: list[object] = []
+    original = rooms.json.dumps
+
+    def counted(value, *args, **kwargs):
+        encoded.append(value)
+        return original(value, *args, **kwargs)
+
+    monkeypatch.setattr(rooms.json, "dumps", counted)
+    members = [await hub.join(GROUP) for _ in range(3)]
+    await layer.group_send(GROUP, message(7))
+    received = [await next_event(member) for member in members]
+    assert all(event is received[0] for event in received)  # one object, shared
+    assert isinstance(received[0], Broadcast) and received[0] == message(7)
+    assert {event.text for event in received} == {'{"type": "chat.message", "id": 7}'}
+    assert len(encoded) == 1
 
 
 async def test_rooms_are_isolated(layer, hub):
