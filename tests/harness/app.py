@@ -36,7 +36,7 @@ def server_command(server: str, python: str, port: int, workdir: Path) -> list[s
     if server == "uvicorn":
         return [
             python, "-m", "uvicorn", ASGI_APP, "--host", host, "--port", str(port),
-            "--ws", "websockets", "--ws-max-size", size,
+            "--ws", "wsproto", "--ws-max-size", size,
             "--ws-ping-interval", ping, "--ws-ping-timeout", ping, "--ws-per-message-deflate", "false",
             "--timeout-graceful-shutdown", grace, "--no-proxy-headers", "--lifespan", "off",
         ]  # fmt: skip
