@@ -638,6 +638,9 @@ def test_websocket_upgrade_passes_through(nginx: Nginx):
         assert headers["upgrade"].lower() == "websocket"
         assert headers["connection"].lower() == "upgrade"
         assert headers["x-forwarded-for"] == "127.0.0.1"
+        # The client offered per-message deflate (websockets does by default, as browsers do):
+        # Nginx does not pass the offer on, so no server compresses.
+        assert "sec-websocket-extensions" not in headers
         ws.send("hello")
         assert ws.recv(timeout=5) == "hello"
         ws.send("x" * 70_000)  # bigger than any proxy buffer
