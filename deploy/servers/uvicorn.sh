@@ -5,10 +5,14 @@ set -eu
 # shellcheck source=common.sh
 . "$(dirname "$0")/common.sh"
 
-# The WebSocket implementation (Uvicorn's own variable): wsproto writes each frame straight to the
-# socket and keeps its pings on timers, where the websockets library awaits a drain per frame and
-# runs tasks per connection. In the bench, chat fan-out p99 and memory per idle socket were lowest
-# with wsproto; the websockets library parses client frames faster (docs/benchmarks.md).
+# Uvicorn's own variables, each with the choice the bench measured fastest (docs/benchmarks.md).
+# The event loop and the HTTP parser: uvloop and httptools (C) over asyncio's loop and h11.
+: "${UVICORN_LOOP:=uvloop}"
+: "${UVICORN_HTTP:=httptools}"
+# The WebSocket implementation: wsproto writes each frame straight to the socket and keeps its pings
+# on timers, where the websockets library awaits a drain per frame and runs tasks per connection.
+# Chat fan-out latency and memory per idle socket were lowest with wsproto; the websockets library
+# parses client frames faster.
 : "${UVICORN_WS:=wsproto}"
 
 if [ "$SERVER_ACCESS_LOG" = 1 ]; then access_log=--access-log; else access_log=--no-access-log; fi
@@ -16,7 +20,7 @@ if [ "$SERVER_ACCESS_LOG" = 1 ]; then access_log=--access-log; else access_log=-
 exec uvicorn "$ASGI_APP" \
     --host 0.0.0.0 --port "$PORT" \
     --workers "$WEB_CONCURRENCY" \
-    --loop uvloop --http httptools --ws "$UVICORN_WS" \
+    --loop "$UVICORN_LOOP" --http "$UVICORN_HTTP" --ws "$UVICORN_WS" \
     --ws-max-size "$WS_MAX_MESSAGE_BYTES" \
     --ws-ping-interval "$WS_PING_INTERVAL" --ws-ping-timeout "$WS_PING_TIMEOUT" \
     --ws-per-message-deflate false \
