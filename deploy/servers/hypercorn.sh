@@ -12,9 +12,15 @@ set -eu
 # shellcheck source=common.sh
 . "$(dirname "$0")/common.sh"
 
+# The shared socket's listen queue. Hypercorn calls listen() again on the socket it inherits, with its
+# own backlog (100 by default): in the bench that queue overflowed and refused WebSocket handshakes
+# arriving at 200 a second. So both prefork.py and Hypercorn get this one value.
+backlog=2048
+
 config="$(mktemp "${TMPDIR:-/tmp}/hypercorn.XXXXXX")"
 cat > "$config" <<TOML
 workers = 0
+backlog = $backlog
 worker_class = "uvloop"
 websocket_max_message_size = $WS_MAX_MESSAGE_BYTES
 websocket_ping_interval = $WS_PING_INTERVAL
@@ -33,5 +39,5 @@ fi
 # The supervisor waits past Hypercorn's graceful timeout (its WebSockets end at that timeout) and
 # still ends within the container's 30 s stop grace period.
 exec python "$(dirname "$0")/../bin/prefork.py" \
-    --bind "0.0.0.0:$PORT" --processes "$WEB_CONCURRENCY" --grace "$((GRACEFUL_TIMEOUT + 5))" -- \
+    --bind "0.0.0.0:$PORT" --backlog "$backlog" --processes "$WEB_CONCURRENCY" --grace "$((GRACEFUL_TIMEOUT + 5))" -- \
     hypercorn --config "$config" --bind 'fd://{fd}' "$ASGI_APP"
