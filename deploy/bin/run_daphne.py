@@ -18,11 +18,21 @@ later), and the stack documents those codes for every server; so:
 The first two are covered by tests/integration (close codes per server), the third by
 tests/deploy/test_run_daphne.py and tests/faults; run it with Daphne's usual arguments:
 ``run_daphne.py --fd 3 config.asgi:application``.
+
+It also runs Daphne's Twisted reactor on uvloop, as every other variant runs (``DAPHNE_LOOP=asyncio``
+keeps Daphne's own choice, asyncio's loop): ``daphne.server`` creates its loop when it is imported,
+from the policy set here first.
 """
 
 import asyncio
 import logging
+import os
 from typing import Any
+
+if (os.environ.get("DAPHNE_LOOP") or "uvloop") == "uvloop":
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # before daphne.server makes its loop
 
 from daphne import server, ws_protocol
 from daphne.cli import CommandLineInterface
