@@ -6,8 +6,8 @@ row (four round trips each, under the process's receive lock), and the last sock
 message hundreds of milliseconds after the first. Here a process joins each room once, with a
 channel of its own, reads each broadcast once, and hands it to its sockets of that room in memory.
 
-Each broadcast is read once per process and shared by the room's sockets as one ``Broadcast``,
-which is also encoded as a JSON text frame once, by whichever socket sends it first.
+The room's sockets share each broadcast as one ``Broadcast``, which is encoded as a JSON text
+frame once, by whichever socket sends it first.
 
 The membership is a lease, renewed every third of the layer's group expiry while the room has a
 socket in the process, so a dead process's membership drops out within that expiry. When the
