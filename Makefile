@@ -23,11 +23,11 @@ SERVERS := $(shell awk '!/^\#/ && NF { print $$1 }' deploy/servers.txt)
 WS_SERVER := $(shell awk -v s="$(SERVER)" '!/^\#/ && $$1 == s { print $$2 }' deploy/servers.txt)
 
 # Air-gapped build: stand-in base images and a local wheelhouse (deploy/offline/README.md).
-# OFFLINE=1 forces it, OFFLINE=0 forbids it; left unset, it is on once `make offline-images` has
-# built the stand-ins (their python image exists locally).
+# scripts/bootstrap.sh decides on the first `make up` or `make test` (the official images when a
+# registry answers, else the stand-ins), says so, and keeps the decision in .cache/stack.env.
+# OFFLINE=1 or OFFLINE=0 on the command line or in the environment overrides it.
 ifeq ($(origin OFFLINE),undefined)
-OFFLINE := $(shell docker image inspect "$$(sed -n 's/^PYTHON_IMAGE=//p' deploy/offline/images.env)" \
-	>/dev/null 2>&1 && echo 1 || echo 0)
+OFFLINE := $(shell sed -n 's/^OFFLINE=//p' .cache/stack.env 2>/dev/null)
 endif
 ifeq ($(OFFLINE),1)
 include deploy/offline/images.env
@@ -42,10 +42,14 @@ COMPOSE_PROFILES_ARGS := $(if $(filter-out $(SERVER),$(WS_SERVER)),--profile sid
 COMPOSE_FILES := -f compose.yaml $(if $(filter 1,$(TLS)),-f compose.tls.yaml)
 COMPOSE := $(COMPOSE_BIN) -p $(PROJECT) $(COMPOSE_FILES) $(COMPOSE_PROFILES_ARGS)
 export SERVER WS_SERVER TLS HTTP_PORT HTTPS_PORT
-export WS_HOST := $(if $(filter-out $(SERVER),$(WS_SERVER)),ws,app)
 
 .PHONY: help
 help: ## List the targets
+	@echo "Start here (each installs what it needs first, asking before it installs):"
+	@echo "  make up SERVER=uvicorn   the whole stack on http://127.0.0.1:$(HTTP_PORT) (make down stops it)"
+	@echo "  make test                every test suite, what CI runs"
+	@echo "  make dev                 the quickest look: the app alone on SQLite, no Docker"
+	@echo; echo "Every target:"
 	@awk 'BEGIN { FS = ":.*## " } /^[a-z0-9-]+:.*## / { printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 	@echo; echo "  SERVER = one of: $(SERVERS)"
 
@@ -81,13 +85,18 @@ lock: ## Re-resolve requirements/*.txt from pyproject.toml (needs uv)
 
 # --- Tests ---------------------------------------------------------------------------------------
 .PHONY: test
+test: ## Every test (what CI runs), after installing what they need (host packages, Docker, images)
+	@scripts/bootstrap.sh test
+	@E2E_REQUIRED=1 $(MAKE) test-all
+
+.PHONY: test-all
 # test-swarm comes last: it turns the engine into a single-node swarm, which must not overlap a
 # compose stack's networks.
-test: lint test-unit test-services test-integration test-deploy test-e2e test-security test-faults test-bench test-swarm ## Every test (what CI runs)
+test-all: lint test-unit test-services test-integration test-deploy test-e2e test-security test-faults test-bench test-swarm ## Every test, on a machine set up already
 
 .PHONY: test-unit
-test-unit: venv ## Unit tests on the embedded defaults, the Nginx config, the load-test users, the bench
-	$(VENV)/bin/pytest tests/unit tests/nginx tests/loadtests tests/bench -q -m "not integration and not e2e"
+test-unit: venv ## Unit tests on the embedded defaults, the installer, the Nginx config, the load-test users, the bench
+	$(VENV)/bin/pytest tests/unit tests/scripts tests/nginx tests/loadtests tests/bench -q -m "not integration and not e2e"
 
 .PHONY: test-services
 test-services: venv ## The unit tests again, on a throwaway PostgreSQL and Redis
@@ -131,12 +140,26 @@ secrets: ## Generate local random secrets under .cache/secrets (once)
 tls-cert: ## Generate the local self-signed HTTPS certificate under .cache/secrets (for TLS=1)
 	@scripts/make-tls-cert.sh .cache/secrets
 
+.PHONY: host
+host: ## Install and start what the stack needs: Docker, compose, base images (make up does it first)
+	@scripts/bootstrap.sh stack
+
+# Each target that needs Docker runs `host` first, then the real work in a second make, which reads
+# the image choice that `host` has just made (OFFLINE, above).
 .PHONY: build
-build: check-server secrets $(if $(filter 1,$(OFFLINE)),wheelhouse) ## Build the app image
+build: check-server host ## Build the app image
+	@$(MAKE) image
+
+.PHONY: image
+image: check-server secrets $(if $(filter 1,$(OFFLINE)),wheelhouse)
 	$(COMPOSE) build app
 
 .PHONY: up
-up: check-server build $(if $(filter 1,$(TLS)),tls-cert) ## Start the stack: make up SERVER=<variant> [REPLICAS=n] [TLS=1]
+up: check-server host ## Start the stack: make up SERVER=<variant> [REPLICAS=n] [TLS=1] (installs Docker if needed)
+	@$(MAKE) stack-up
+
+.PHONY: stack-up
+stack-up: image $(if $(filter 1,$(TLS)),tls-cert)
 	$(COMPOSE) up -d --scale app=$(REPLICAS) $(if $(COMPOSE_PROFILES_ARGS),--scale ws=$(REPLICAS)) --remove-orphans
 	scripts/wait-healthy.sh $(PROJECT) 180
 	@echo "$(SERVER) is up: $(if $(filter 1,$(TLS)),https://127.0.0.1:$(HTTPS_PORT)/,http://127.0.0.1:$(HTTP_PORT)/)"
@@ -170,7 +193,11 @@ SWARM_STACK := STACK=$(STACK) SERVER=$(SERVER) REPLICAS=$(REPLICAS) HTTP_PORT=$(
 	HTTPS_PORT=$(HTTPS_PORT) TLS=$(TLS) deploy/swarm/stack.sh
 
 .PHONY: swarm-up
-swarm-up: check-server build $(if $(filter 1,$(TLS)),tls-cert) ## Deploy on a swarm: make swarm-up SERVER=<variant> [REPLICAS=n] [STACK=name] [TLS=1]
+swarm-up: check-server build ## Deploy on a swarm: make swarm-up SERVER=<variant> [REPLICAS=n] [STACK=name] [TLS=1]
+	@$(MAKE) swarm-deploy
+
+.PHONY: swarm-deploy
+swarm-deploy: check-server $(if $(filter 1,$(TLS)),tls-cert)
 	$(SWARM_STACK) deploy
 
 .PHONY: swarm-down

@@ -19,10 +19,24 @@
 # 1.27.3+ is not used, so one config works on 1.22 and 1.28).
 set -eu
 
+# The /ws/ upstream for a variant: the sidecar when the registry says another variant serves that
+# one's WebSockets (gunicorn), else the app itself. So a compose file or an environment that names
+# only SERVER routes WebSockets right, with or without the Makefile.
+ws_host_for() {
+    ws_server=
+    if [ -n "$1" ] && [ -r "$SERVERS_FILE" ]; then
+        ws_server=$(awk -v s="$1" '!/^#/ && $1 == s { print $2 }' "$SERVERS_FILE")
+    fi
+    if [ -n "$ws_server" ] && [ "$ws_server" != "$1" ]; then echo "$SIDECAR_HOST"; else echo "$APP_HOST"; fi
+}
+
 # --- Settings: every default is defined here and nowhere else -------------------------------------
 
 : "${APP_HOST:=app}"                    # app containers (one A record per replica)
-: "${WS_HOST:=$APP_HOST}"               # WebSocket upstream (`ws` sidecar with the gunicorn variant)
+: "${SERVER:=}"                         # the app's variant, to pick the WebSocket upstream below
+: "${SERVERS_FILE:=/etc/nginx/servers.txt}"  # deploy/servers.txt: which variant carries each one's WebSockets
+: "${SIDECAR_HOST:=ws}"                 # the WebSocket sidecar, for a variant that cannot carry them
+: "${WS_HOST:=$(ws_host_for "$SERVER")}"  # WebSocket upstream; unset = from SERVER and SERVERS_FILE
 : "${APP_PORT:=8000}"                   # port of both APP_HOST and WS_HOST
 : "${REQUEST_BODY_MAX_BYTES:=1048576}"  # client_max_body_size; Django enforces the same value
 : "${WS_READ_TIMEOUT:=60}"              # seconds; must stay above the servers' WS_PING_INTERVAL
@@ -214,6 +228,11 @@ watch_upstreams() {
     sleeper=
     trap 'kill "$sleeper" 2>/dev/null; wait "$sleeper" 2>/dev/null; exit 0' TERM
     log "upstream app ($APP_HOST): ${app_addrs:-no address}; ws ($WS_HOST): ${ws_addrs:-no address}"
+    if [ "$WS_HOST" = "$SIDECAR_HOST" ] && [ -z "$ws_addrs" ]; then
+        log "SERVER=$SERVER carries no WebSockets: /ws/ goes to the '$SIDECAR_HOST' sidecar, which is not" \
+            "running yet; start it with the sidecar profile (docker compose --profile sidecar up, or" \
+            "COMPOSE_PROFILES=sidecar in .env)"
+    fi
     while :; do
         sleep "$UPSTREAM_WATCH_INTERVAL" &
         sleeper=$!

@@ -35,6 +35,7 @@ from websockets.sync.client import connect as ws_connect
 
 ROOT = Path(__file__).resolve().parents[2]
 ENTRYPOINT = ROOT / "nginx" / "entrypoint.sh"
+SERVERS_FILE = ROOT / "deploy" / "servers.txt"
 NGINX = "/usr/sbin/nginx"
 NOBODY = 65534  # uid and gid; the container runs nginx as uid 101, non-root all the same
 HOST = "127.0.0.1"
@@ -451,6 +452,25 @@ def test_rendered_upstreams_follow_dns(workspace: Workspace):
     assert re.findall(r"^ +server (\S+) ", app_block, re.MULTILINE) == ["10.0.0.9:8000", "10.0.0.10:8000"]
     assert "keepalive 32;" in app_block
     assert re.findall(r"^ +server (\S+) (\S+);", ws_block, re.MULTILINE) == [("127.0.0.1:9", "down")]
+
+
+@pytest.mark.parametrize(
+    ("settings", "ws_upstream"),
+    [
+        ({"SERVER": "gunicorn"}, "10.0.0.20:8000"),  # WSGI: /ws/ goes to the sidecar
+        ({"SERVER": "daphne"}, "10.0.0.10:8000"),  # carries its own WebSockets
+        ({"SERVER": ""}, "10.0.0.10:8000"),  # unknown variant: the app
+        ({"SERVER": "gunicorn", "WS_HOST": "app.t"}, "10.0.0.10:8000"),  # WS_HOST wins
+    ],
+)
+def test_websocket_upstream_follows_the_variant(workspace: Workspace, settings: dict[str, str], ws_upstream: str):
+    (workspace.hosts / "app.t").write_text("10.0.0.10\n")
+    (workspace.hosts / "ws.t").write_text("10.0.0.20\n")
+    env = workspace.env(APP_HOST="app.t", SIDECAR_HOST="ws.t", SERVERS_FILE=str(SERVERS_FILE), **settings)
+    assert workspace.render(env).returncode == 0
+    upstreams = (Path(env["NGINX_TMP_DIR"]) / "conf" / "upstreams.conf").read_text()
+    ws_block = upstreams.split("upstream ws {")[1].split("}")[0]
+    assert re.findall(r"^ +server (\S+) ", ws_block, re.MULTILINE) == [ws_upstream]
 
 
 # --- Proxying --------------------------------------------------------------------------------------
