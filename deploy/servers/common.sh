@@ -18,6 +18,9 @@ cpu_count() {
     fi
 }
 
+# Every interface: in a container the port is reachable only over the container's networks. On a
+# host, 127.0.0.1 keeps the server to loopback, behind a local Nginx.
+: "${BIND_HOST:=0.0.0.0}"             # address the server listens on (IPv4)
 : "${PORT:=8000}"                     # where the server listens (Nginx's APP_PORT)
 : "${WEB_CONCURRENCY:=$(cpu_count)}"  # server processes
 : "${WS_MAX_MESSAGE_BYTES:=65536}"    # largest WebSocket message; bigger ones are closed with 1009

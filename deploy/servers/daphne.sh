@@ -13,7 +13,7 @@ set -eu
 if [ "$SERVER_ACCESS_LOG" = 1 ]; then set -- --access-log -; else set -- --verbosity 0; fi
 
 exec python "$(dirname "$0")/../bin/prefork.py" \
-    --bind "0.0.0.0:$PORT" --processes "$WEB_CONCURRENCY" --grace "$GRACEFUL_TIMEOUT" -- \
+    --bind "$BIND_HOST:$PORT" --processes "$WEB_CONCURRENCY" --grace "$GRACEFUL_TIMEOUT" -- \
     python "$(dirname "$0")/../bin/run_daphne.py" --fd '{fd}' \
     --websocket-max-message-size "$WS_MAX_MESSAGE_BYTES" \
     --websocket-max-frame-size "$WS_MAX_MESSAGE_BYTES" \

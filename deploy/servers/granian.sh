@@ -11,7 +11,7 @@ if [ "$SERVER_ACCESS_LOG" = 1 ]; then access_log=--access-log; else access_log=-
 
 exec granian "$ASGI_APP" \
     --interface asgi \
-    --host 0.0.0.0 --port "$PORT" \
+    --host "$BIND_HOST" --port "$PORT" \
     --workers "$WEB_CONCURRENCY" \
     --loop uvloop --http 1 --ws \
     --workers-kill-timeout "$GRACEFUL_TIMEOUT" \

@@ -16,7 +16,7 @@ fi
 
 exec gunicorn "$ASGI_APP" \
     --config "$(dirname "$0")/../bin/gunicorn_asgi_conf.py" \
-    --bind "0.0.0.0:$PORT" \
+    --bind "$BIND_HOST:$PORT" \
     --workers "$WEB_CONCURRENCY" --worker-class asgi \
     --asgi-loop uvloop --asgi-lifespan off \
     --websocket-max-message-size "$WS_MAX_MESSAGE_BYTES" \

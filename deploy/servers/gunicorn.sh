@@ -13,7 +13,7 @@ else
 fi
 
 exec gunicorn "$WSGI_APP" \
-    --bind "0.0.0.0:$PORT" \
+    --bind "$BIND_HOST:$PORT" \
     --workers "$WEB_CONCURRENCY" --worker-class sync \
     --graceful-timeout "$GRACEFUL_TIMEOUT" --timeout 30 \
     --forwarded-allow-ips "" \

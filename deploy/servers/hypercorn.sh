@@ -39,5 +39,5 @@ fi
 # The supervisor waits past Hypercorn's graceful timeout (its WebSockets end at that timeout) and
 # still ends within the container's 30 s stop grace period.
 exec python "$(dirname "$0")/../bin/prefork.py" \
-    --bind "0.0.0.0:$PORT" --backlog "$backlog" --processes "$WEB_CONCURRENCY" --grace "$((GRACEFUL_TIMEOUT + 5))" -- \
+    --bind "$BIND_HOST:$PORT" --backlog "$backlog" --processes "$WEB_CONCURRENCY" --grace "$((GRACEFUL_TIMEOUT + 5))" -- \
     hypercorn --config "$config" --bind 'fd://{fd}' "$ASGI_APP"

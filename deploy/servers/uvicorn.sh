@@ -18,7 +18,7 @@ set -eu
 if [ "$SERVER_ACCESS_LOG" = 1 ]; then access_log=--access-log; else access_log=--no-access-log; fi
 
 exec uvicorn "$ASGI_APP" \
-    --host 0.0.0.0 --port "$PORT" \
+    --host "$BIND_HOST" --port "$PORT" \
     --workers "$WEB_CONCURRENCY" \
     --loop "$UVICORN_LOOP" --http "$UVICORN_HTTP" --ws "$UVICORN_WS" \
     --ws-max-size "$WS_MAX_MESSAGE_BYTES" \
