@@ -14,15 +14,13 @@ import contextlib
 import hashlib
 import json
 import logging
-import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
-from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
+from core.consumers import PortableConsumer
 from django.conf import settings
 
 from chat.models import Message
@@ -70,159 +68,14 @@ def storage_call(awaitable: Awaitable[T]) -> Awaitable[T]:
     return within_deadline(awaitable, ErrorCode.STORAGE_UNAVAILABLE)
 
 
-# The channel layer alias of every consumer here: it names no layer in CHANNEL_LAYERS, so Channels
-# gives them none and opens no channel per socket. Echo talks to no other socket; chat reads its room.
-NO_OWN_CHANNEL = "consumers-read-no-channel-of-their-own"
+class GuardedConsumer(PortableConsumer):
+    """Size and rate limits, frame validation and error frames shared by the app's consumers.
 
-# Seconds a connection stopped by its server waits for the client to answer its close frame.
-CLOSE_HANDSHAKE_TIMEOUT = 2.0
-
-# The tasks of this process's open WebSocket connections, for servers that stop without telling them.
-_connections: "weakref.WeakSet[asyncio.Task[Any]]" = weakref.WeakSet()
-
-
-def stop_connections() -> int:
-    """Stop every open WebSocket of this process the way Daphne does on SIGTERM: cancel its task,
-    so that it closes with 1012 and leaves its room (``GuardedConsumer._stopped_by_server``).
-
-    For a server's own SIGTERM hook (deploy/bin/gunicorn_asgi_conf.py). Returns how many it stopped.
-    """
-    running = [task for task in _connections if not task.done() and not task.get_loop().is_closed()]
-    for task in running:
-        task.cancel()
-    return len(running)
-
-
-class ClientReceive:
-    """The server's ``receive()``, with a way to take back the read in flight while a close goes out.
-
-    Channels keeps a read of the client pending all the time, so a close the app sends from a
-    channel-layer event (Redis failed) goes out while that read waits. Granian (2.8) then ends the
-    pending read with a disconnect but never sends the close frame: the client hangs, neither told
-    nor closed. ``paused()`` cancels the pending read before the close and starts a new one after it,
-    which then gets the disconnect. On the queue-based servers (Uvicorn, Daphne, Hypercorn) a
-    cancelled read loses nothing: the next read gets the message. On Granian a frame caught halfway
-    is dropped; its sender is being closed and never gets the acknowledgement, so it counts as not
-    sent. tests/integration/test_outages.py checks the close on every server.
+    Subclasses implement ``handle_message`` for valid messages. What makes a consumer behave the
+    same on every server (closes, stops, heartbeats) is ``core.consumers.PortableConsumer``'s.
     """
 
-    def __init__(self, receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
-        self._receive = receive
-        self._pending: asyncio.Task[dict[str, Any]] | None = None
-        self._resumed = asyncio.Event()
-        self._resumed.set()
-
-    async def __call__(self) -> dict[str, Any]:
-        while True:
-            await self._resumed.wait()
-            self._pending = asyncio.ensure_future(self._receive())
-            try:
-                return await self._pending
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise  # the consumer itself is ending
-                # paused(): read again once the close has gone out
-            finally:
-                self._pending = None
-
-    @contextlib.asynccontextmanager
-    async def paused(self) -> AsyncIterator[None]:
-        pending = self._pending
-        self._resumed.clear()
-        try:
-            if pending is not None and not pending.done():
-                pending.cancel()
-                await asyncio.wait({pending})
-            yield
-        finally:
-            self._resumed.set()
-
-
-class GuardedConsumer(AsyncWebsocketConsumer):
-    """Size and rate limits, frame validation and heartbeats shared by every consumer.
-
-    Subclasses implement ``handle_message`` for valid messages. Handlers run one at a time, as in
-    Channels' own loop, also for events a subclass takes from elsewhere (``dispatch``).
-    """
-
-    channel_layer_alias = NO_OWN_CHANNEL
     _closing = False  # an error close is on its way: report a dead dependency once
-    _close_sent = False  # this side closed the socket already (the server completes the handshake)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._handling = asyncio.Lock()  # held by the handler that runs (dispatch)
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        self._background: set[asyncio.Task[None]] = set()
-        task = asyncio.current_task()
-        if task is not None:
-            _connections.add(task)
-        self._client_receive = ClientReceive(receive)
-        try:
-            await super().__call__(scope, self._client_receive, send)
-        except asyncio.CancelledError:
-            await self._stopped_by_server(receive)
-
-    async def _stopped_by_server(self, receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
-        """The server cancelled this connection: it is stopping, and sends no websocket.disconnect.
-
-        Daphne cancels every connection on SIGTERM (and so does the gunicorn-asgi variant's hook);
-        Hypercorn does when its graceful timeout ends. Close with 1012 (service restart) so the
-        client reconnects to another replica at once, and run ``disconnect()`` so the room
-        membership leaves the layer. This is the connection's last act, so it ends normally instead
-        of re-raising: Daphne waits for all cancelled connections only as long as none of them raises.
-        """
-        self._stop_background()
-        if self._close_sent:
-            await self.disconnect(CloseCode.SERVICE_RESTART)
-            return
-        with contextlib.suppress(Exception):  # the socket may be gone already
-            await self.close(code=CloseCode.SERVICE_RESTART)
-        await self.disconnect(CloseCode.SERVICE_RESTART)
-        # Then wait, briefly, for the client's answer to the close frame. Daphne tears every
-        # connection down as soon as all the cancelled ones have returned; a socket closed with the
-        # client's answer still unread is reset, and the reset can destroy the close frame on its way.
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(CLOSE_HANDSHAKE_TIMEOUT):
-                while (await receive())["type"] != "websocket.disconnect":
-                    pass
-
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        """Channels' ``AsyncConsumer.dispatch`` without its database clean-up before every event.
-
-        Channels runs ``close_old_connections()`` through ``sync_to_async`` before each handler, for
-        handlers that use the ORM directly. These consumers reach the database only through
-        ``database_sync_to_async``, which closes stale connections around each call itself, so here
-        the hop is pure cost: a thread hand-off per event per socket, all queued on the one
-        thread-sensitive thread (one broadcast to 500 members of a process is 500 hand-offs in a
-        row). ``ASGI_FAST_PATH=0`` restores Channels' own dispatch; tests/unit/test_dispatch.py
-        fails when Channels changes the method this replaces.
-        """
-        async with self._handling:
-            if not settings.ASGI_FAST_PATH:
-                await super().dispatch(message)
-                return
-            handler = getattr(self, get_handler_name(message), None)
-            if handler is None:
-                raise ValueError(f"No handler for message type {message['type']}")
-            await handler(message)
-
-    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
-        self._close_sent = True
-        async with self._client_receive.paused():
-            await super().close(code, reason)
-
-    def start_background(self, work: Awaitable[None]) -> None:
-        """Run ``work`` beside the connection; it is cancelled when the connection ends."""
-        task = asyncio.ensure_future(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    def _stop_background(self) -> None:
-        for task in list(self._background):
-            task.cancel()
 
     async def _unavailable(self, exc: DependencyError) -> None:
         logger.warning("dependency unavailable, closing", extra={"error": str(exc)})
@@ -240,20 +93,6 @@ class GuardedConsumer(AsyncWebsocketConsumer):
         self.bucket = TokenBucket(settings.WS_RATE_PER_SECOND, settings.WS_RATE_BURST)
         self.strikes = 0
         await super().websocket_connect(message)
-
-    async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
-        await super().accept(subprotocol, headers)
-        if settings.WS_APP_HEARTBEAT > 0:
-            self.start_background(self._beat(settings.WS_APP_HEARTBEAT))
-
-    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
-        self._stop_background()
-        await super().websocket_disconnect(message)
-
-    async def _beat(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            await self.send_json({"type": "heartbeat"})
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         size = len(bytes_data) if text_data is None else len(text_data.encode())
@@ -279,9 +118,6 @@ class GuardedConsumer(AsyncWebsocketConsumer):
 
     async def send_error(self, code: ErrorCode, detail: str) -> None:
         await self.send(text_data=error_frame(code, detail))
-
-    async def send_json(self, payload: dict[str, Any]) -> None:
-        await self.send(text_data=json.dumps(payload))
 
     async def _refuse_flood(self) -> None:
         self.strikes += 1

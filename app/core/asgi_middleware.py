@@ -2,8 +2,6 @@
 
 import asyncio
 import logging
-import re
-import uuid
 from typing import Any
 from urllib.parse import urlparse
 
@@ -11,11 +9,10 @@ from channels.security.websocket import AllowedHostsOriginValidator
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
-from core.logging import request_id_var
+from core.logging import request_id_from, request_id_var
 from core.proxy import forwarded_client, is_trusted_proxy
 
 Scope = dict[str, Any]
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 logger = logging.getLogger(__name__)
 
 
@@ -99,7 +96,7 @@ class RefusedHandshakeMiddleware:
             app.add_done_callback(_wound_down)
             return
         # Accepted (or the application ended). Awaiting the task passes a server's cancellation on
-        # to it, and its outcome back: a GuardedConsumer stopped by its server closes 1012 and
+        # to it, and its outcome back: a PortableConsumer stopped by its server closes 1012 and
         # returns normally, as it does without this middleware.
         await app
 
@@ -133,7 +130,7 @@ class WebsocketProxyMiddleware:
             dropped = {b"x-forwarded-for", b"x-forwarded-proto"}
             scope = {**scope, "headers": [(k, v) for k, v in scope.get("headers", []) if k not in dropped]}
         incoming = _header(scope, b"x-request-id") or ""
-        token = request_id_var.set(incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex)
+        token = request_id_var.set(request_id_from(incoming))
         try:
             await self.app(scope, receive, send)
         finally:

@@ -4,22 +4,16 @@ Each one is a plain function decorated with ``sync_and_async_middleware``, so un
 on the event loop (no thread hop) and under WSGI it runs inline.
 """
 
-import re
-import uuid
 from collections.abc import Awaitable, Callable
 
 from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.decorators import sync_and_async_middleware
 
-from core.logging import request_id_var
+from core.logging import request_id_from, request_id_var
 from core.proxy import forwarded_client, is_trusted_proxy
 
 GetResponse = Callable[[HttpRequest], HttpResponseBase | Awaitable[HttpResponseBase]]
-
-# An incoming X-Request-ID (set by Nginx) is kept only if it looks like an id, so log lines cannot
-# be forged or bloated through it.
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 def _fix_proxy_headers(request: HttpRequest) -> None:
@@ -54,7 +48,7 @@ def trusted_proxy_middleware(get_response: GetResponse) -> GetResponse:
 
 def _start_request_id(request: HttpRequest) -> str:
     incoming = request.META.get("HTTP_X_REQUEST_ID", "")
-    request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    request_id = request_id_from(incoming)
     request.request_id = request_id  # type: ignore[attr-defined]
     return request_id
 

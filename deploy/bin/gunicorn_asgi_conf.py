@@ -5,7 +5,7 @@ connections, WebSockets included, which do not end on their own; the arbiter kil
 SIGKILL at that same deadline. Clients would see their sockets dropped without a close frame after
 20 s, and their room memberships would stay in Redis. This hook makes the worker's SIGTERM do what
 Uvicorn's does: every open WebSocket is closed at once with 1012 (service restart) and leaves its
-room (``chat.consumers.stop_connections``), then the worker drains HTTP requests as before.
+room (``core.consumers.stop_connections``), then the worker drains HTTP requests as before.
 """
 
 import signal
@@ -16,7 +16,7 @@ def post_worker_init(worker: Any) -> None:
     loop = getattr(worker, "loop", None)  # only the ASGI worker runs an event loop
     if loop is None:
         return
-    from chat.consumers import stop_connections  # the worker has loaded the app (and Django) by now
+    from core.consumers import stop_connections  # the worker has loaded the app (and Django) by now
 
     def on_sigterm() -> None:
         closing = stop_connections()

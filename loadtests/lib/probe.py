@@ -66,7 +66,7 @@ def latency_ms(sent_at: float, received_at: float) -> float:
 
 
 def is_heartbeat(text: str) -> bool:
-    """The app's keep-alive frame, ``{"type": "heartbeat"}`` (app/chat/consumers.py, WS_APP_HEARTBEAT)."""
+    """The app's keep-alive frame, ``{"type": "heartbeat"}`` (app/core/consumers.py, WS_APP_HEARTBEAT)."""
     if "heartbeat" not in text:  # the common case, without parsing
         return False
     try:

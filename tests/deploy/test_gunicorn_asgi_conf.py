@@ -9,7 +9,7 @@ import signal
 from types import ModuleType, SimpleNamespace
 
 import pytest
-from chat import consumers
+from core import consumers
 
 from tests.deploy.helpers import DEPLOY
 

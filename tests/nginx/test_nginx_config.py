@@ -463,7 +463,9 @@ def test_rendered_upstreams_follow_dns(workspace: Workspace):
         ({"SERVER": "gunicorn", "WS_HOST": "app.t"}, "10.0.0.10:8000"),  # WS_HOST wins
     ],
 )
-def test_websocket_upstream_follows_the_variant(workspace: Workspace, settings: dict[str, str], ws_upstream: str):
+def test_websocket_upstream_follows_the_variant(
+    workspace: Workspace, settings: dict[str, str], ws_upstream: str
+):
     (workspace.hosts / "app.t").write_text("10.0.0.10\n")
     (workspace.hosts / "ws.t").write_text("10.0.0.20\n")
     env = workspace.env(APP_HOST="app.t", SIDECAR_HOST="ws.t", SERVERS_FILE=str(SERVERS_FILE), **settings)

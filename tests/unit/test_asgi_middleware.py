@@ -131,7 +131,7 @@ async def test_a_server_stop_reaches_an_accepted_app_and_its_normal_end_comes_ba
             await app_receive()
         except asyncio.CancelledError:
             await app_send({"type": "websocket.close", "code": 1012})
-            stopped.set()  # and returns normally, as GuardedConsumer does
+            stopped.set()  # and returns normally, as PortableConsumer does
 
     connection = asyncio.ensure_future(RefusedHandshakeMiddleware(consumer)(SCOPE, receive, send))
     await asyncio.wait_for(accepted.wait(), timeout=1)

@@ -11,6 +11,7 @@ from chat import consumers, rooms
 from chat.consumers import room_group
 from chat.models import Message
 from config.asgi import application
+from core import consumers as portable
 from django.db import OperationalError
 
 from tests.unit.conftest import close_communicators, communicator
@@ -481,7 +482,7 @@ SENT_DURING_THE_CLOSE = {"type": "websocket.receive", "text": "sent during the c
 
 async def test_a_paused_read_loses_no_message():
     queue: asyncio.Queue[dict] = asyncio.Queue()
-    reads = consumers.ClientReceive(queue.get)
+    reads = portable.ClientReceive(queue.get)
     reader = asyncio.ensure_future(reads())
     await asyncio.sleep(0)
     async with reads.paused():
@@ -492,7 +493,7 @@ async def test_a_paused_read_loses_no_message():
 
 
 async def test_a_read_cancelled_by_its_consumer_is_cancelled():
-    reads = consumers.ClientReceive(asyncio.Event().wait)
+    reads = portable.ClientReceive(asyncio.Event().wait)
     reader = asyncio.ensure_future(reads())
     await asyncio.sleep(0)
     reader.cancel()
@@ -587,7 +588,7 @@ async def test_server_cancelling_a_chat_socket_closes_it_1012_and_leaves_the_roo
 
 
 async def test_a_client_that_never_answers_the_close_is_not_waited_for(monkeypatch):
-    monkeypatch.setattr(consumers, "CLOSE_HANDSHAKE_TIMEOUT", 0.1)
+    monkeypatch.setattr(portable, "CLOSE_HANDSHAKE_TIMEOUT", 0.1)
     client, _ = await join("silent-client")
     client.future.cancel()
     assert await client.receive_output(timeout=TIMEOUT) == {"type": "websocket.close", "code": 1012}
@@ -607,13 +608,13 @@ async def test_stop_connections_closes_every_open_socket_1012_and_leaves_the_roo
     """What a server's SIGTERM hook calls (the gunicorn-asgi variant's)."""
     chat, _ = await join("stopped-by-hook")
     echo = await connect("/ws/echo/")
-    assert consumers.stop_connections() == 2
+    assert portable.stop_connections() == 2
     for client in (chat, echo):
         assert await client.receive_output(timeout=TIMEOUT) == {"type": "websocket.close", "code": 1012}
         await client.send_input({"type": "websocket.disconnect", "code": 1012})
         await asyncio.wait_for(client.future, TIMEOUT)
     assert await members("stopped-by-hook") == {}
-    assert consumers.stop_connections() == 0
+    assert portable.stop_connections() == 0
 
 
 @pytest.mark.parametrize(
@@ -694,3 +695,11 @@ async def test_a_layer_read_that_swallows_its_cancellation_does_not_hold_the_con
     finally:
         client.stop(exceptions=False)
     await asyncio.wait_for(read_ended.wait(), TIMEOUT)
+
+
+def test_the_restart_close_code_is_the_protocols() -> None:
+    # core.consumers closes with it when the server stops a socket; the chat protocol documents it.
+    from chat.protocol import CloseCode
+    from core.consumers import SERVICE_RESTART
+
+    assert CloseCode.SERVICE_RESTART == SERVICE_RESTART

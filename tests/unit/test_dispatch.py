@@ -1,4 +1,5 @@
-"""GuardedConsumer.dispatch: Channels' dispatch without the per-event database clean-up hop.
+"""PortableConsumer.dispatch (core/consumers.py): Channels' dispatch without the per-event database
+clean-up hop.
 
 The consumers reach the database only through ``database_sync_to_async`` (which closes stale
 connections around each call), so skipping Channels' extra ``close_old_connections`` hop before
@@ -21,9 +22,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 TIMEOUT = 3
 
-# sha256 of the Channels 4.3 code GuardedConsumer.dispatch replaces (AsyncConsumer.dispatch) and
+# sha256 of the Channels 4.3 code PortableConsumer.dispatch replaces (AsyncConsumer.dispatch) and
 # relies on (DatabaseSyncToAsync.thread_handler).
-# When this fails after an upgrade, compare the new method with GuardedConsumer.dispatch, adapt it,
+# When this fails after an upgrade, compare the new method with PortableConsumer.dispatch, adapt it,
 # then update the fingerprint.
 CHANNELS_DISPATCH = "39f34e7d4fb0f6552de4ade665b943fe78137379702af6b58c79a14c49a75520"
 CHANNELS_DATABASE_CALL = "00f86b58c522f98e24add023ffd40b25cfeab1cc2007cbc003b63a7677f9cfc7"
