@@ -1,4 +1,5 @@
-"""WSGI entry point (Gunicorn's sync workers). WSGI carries HTTP only: WebSockets need ASGI."""
+"""WSGI entry point (Gunicorn's gthread or sync workers). WSGI carries HTTP only: WebSockets need
+ASGI."""
 
 import os
 
@@ -6,3 +7,12 @@ from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 application = get_wsgi_application()
+
+# Django's database receivers of the request signals run only on threads that may hold a
+# connection (core/fastpath/wsgi.py): the same housekeeping, without its cost on every request.
+# ASGI_FAST_PATH=0 keeps Django's own, as it does under ASGI.
+from core.fastpath import wsgi as fast_wsgi  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+if settings.ASGI_FAST_PATH:
+    fast_wsgi.install()

@@ -5,19 +5,40 @@ with its scheme. Those headers are believed only when the TCP peer is one of ``T
 otherwise they are dropped, so a client cannot fake its address or https by sending them itself.
 """
 
+import functools
 import ipaddress
+from typing import Any
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+# Answers remembered per address string: every request asks about the same few peers (the proxy's
+# addresses), and parsing an address and testing it against each network cost more than the rest of
+# the proxy fix together. Bounded, since X-Forwarded-For hops are whatever clients send.
+ADDRESSES_REMEMBERED = 1024
 
 
 def is_trusted_proxy(peer: str | None) -> bool:
     if not peer:
         return False
+    return _is_trusted(peer)
+
+
+@functools.lru_cache(maxsize=ADDRESSES_REMEMBERED)
+def _is_trusted(peer: str) -> bool:
     try:
         address = ipaddress.ip_address(peer)
     except ValueError:  # unix socket paths and other non-IP peers
         return False
     return any(address in network for network in settings.TRUSTED_PROXIES)
+
+
+@receiver(setting_changed)
+def _forget_answers(*, setting: str, **kwargs: Any) -> None:
+    """TRUSTED_PROXIES changed (tests, override_settings): the remembered answers are stale."""
+    if setting == "TRUSTED_PROXIES":
+        _is_trusted.cache_clear()
 
 
 def forwarded_client(peer: str | None, forwarded_for: str | None) -> str | None:
@@ -36,6 +57,7 @@ def forwarded_client(peer: str | None, forwarded_for: str | None) -> str | None:
     return (_valid_ip(hops[0]) if hops else None) or peer
 
 
+@functools.lru_cache(maxsize=ADDRESSES_REMEMBERED)
 def _valid_ip(value: str) -> str | None:
     try:
         return str(ipaddress.ip_address(value))

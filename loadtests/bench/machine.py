@@ -6,11 +6,15 @@ import os
 import platform
 import re
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from loadtests.bench import procs
+from loadtests.bench import procs, server_process
+from loadtests.bench.config import ROOT
 from loadtests.bench.stack import Stack
+
+SERVERS_DIR = ROOT / "deploy" / "servers"
 
 # Python packages whose versions the report lists, as the app image has them.
 STACK_PACKAGES = (
@@ -137,3 +141,28 @@ def image_of(stack: Stack, service: str = "app") -> str:
         return "unknown"
     result = procs.run(["docker", "inspect", "--format", "{{.Image}}", containers[0]], timeout=60)
     return result.output.strip() if result.returncode == 0 else "unknown"
+
+
+def server_settings(stack: Stack, container: str, extra_names: Iterable[str] = ()) -> dict[str, Any]:
+    """The command line and start-file variables the server in ``container`` runs with
+    (``server_process``), and ``extra_names`` (an app profile's); ``{"error": ...}`` when they
+    cannot be read.
+
+    Of the start files' variables only those of the server that runs there (its SERVER) are kept:
+    compose passes every variant's to every container, and the others mean nothing there.
+    """
+    every = server_process.start_file_variables(SERVERS_DIR)
+    names = sorted({*every, "SERVER", *extra_names})
+    source = Path(server_process.__file__).read_text()
+    result = stack.exec(container, "python", "-c", source, json.dumps(names))
+    if result.returncode != 0:
+        return {"error": f"reading the server process failed: {result.tail(3)}"}
+    try:
+        found = json.loads(result.output.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"error": f"unexpected answer: {result.tail(3)}"}
+    server = found["env"].get("SERVER")
+    if server is not None:
+        others = set(every) - set(server_process.start_file_variables(SERVERS_DIR, server))
+        found["env"] = {k: v for k, v in found["env"].items() if k not in others}
+    return {"container": container, **found}

@@ -9,6 +9,7 @@ cannot disagree, and every figure in them is a measured one.
 
 import datetime as dt
 import json
+import shlex
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -368,6 +369,46 @@ def profile_tables(index: Index) -> list[Table]:
     return [Table(columns, rows)] if rows else []
 
 
+SERVICE_LABELS = {"app": "app", "ws": "ws (WebSocket sidecar)"}
+
+
+def fmt_command(argv: list[str]) -> str:
+    """A process's command line as a shell would take it, without the interpreter of a script
+    (``python .../gunicorn ...`` is ``gunicorn ...``) or the folder of the program."""
+    if len(argv) > 1 and Path(argv[0]).name.startswith("python") and not argv[1].startswith("-"):
+        argv = argv[1:]
+    return shlex.join([Path(argv[0]).name, *argv[1:]]) if argv else ""
+
+
+def server_settings_section(index: Index, results: dict[str, Any]) -> Section | None:
+    """Each stage's server command line and start-file variables, as read from the running process."""
+    rows = []
+    for stack in results.get("stacks", []):
+        if stack.get("kind") == "ceiling":
+            label = f"{ASGI_HELLO} (ceiling)"
+        else:
+            label = index.label(stack["target"], stack.get("profile") or "default")
+        for service, found in stack.get("servers", {}).items():
+            if "error" in found:
+                cells = [f"could not be read: {found['error'].splitlines()[0]}", ""]
+            else:
+                variables = " ".join(f"{k}={v}" for k, v in found.get("env", {}).items())
+                cells = [fmt_command(found.get("argv", [])), variables]
+            rows.append([label, SERVICE_LABELS.get(service, service), *cells])
+    if not rows:
+        return None
+    return Section(
+        "Server settings",
+        paragraphs=[
+            "What each server ran with, read from its own process in the first container of each stack "
+            "once the stack was up: the command line, and the values of the variables its start file "
+            "and deploy/servers/common.sh read (defaults resolved; variables left empty are omitted), "
+            "with the app profile's."
+        ],
+        tables=[Table(["variant", "service", "command line", "start-file variables"], rows)],
+    )
+
+
 def key_values(pairs: Iterable[tuple[str, Any]]) -> Table:
     return Table(["", ""], [[str(k), str(v)] for k, v in pairs])
 
@@ -498,6 +539,9 @@ def build_context(
                 else [],
             )
         )
+    server_settings = server_settings_section(index, results)
+    if server_settings is not None:
+        sections.append(server_settings)
     sections.append(Section("How it was measured", items=settings_items(results)))
     sections.append(environment_section(results))
     notes = results.get("notes", [])

@@ -405,6 +405,16 @@ class Bench:
             service: stack.containers(service)
             for service in ("nginx", "app", "ws", "redis", "postgres", "fixed")  # fixed: the ceiling's
         }
+        # What each server process runs with, read from the process itself (the report's settings).
+        profile_names = stage.profile.env if stage.profile else {}
+        servers = {
+            service: machine.server_settings(stack, services[service][0], profile_names)
+            for service in ("app", "ws")
+            if services[service]
+        }
+        for service, found in servers.items():
+            if "error" in found:
+                self.error(stage.name, f"{service} server settings", found["error"])
         self.results["stacks"].append(
             {
                 "kind": stage.kind,
@@ -417,6 +427,7 @@ class Bench:
                 "containers": {service: found for service, found in services.items() if found},
                 "compose_config": config_path,
                 "docker_userland_proxy": machine.docker_userland_proxy(stack.port),
+                "servers": servers,
                 **(extra or {}),
             }
         )

@@ -152,3 +152,50 @@ def test_bad_setting_exits_2_before_anything_runs(tmp_path, capsys, monkeypatch)
     assert cli.main(["--output", str(tmp_path)]) == 2
     assert "unknown server tornado" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # no results folder, no stack
+
+
+def test_each_variant_states_the_settings_its_server_ran_with(rendered):
+    """The section is built from the server processes' own command lines and variables."""
+    results = json.loads(FIXTURE.read_text())
+    for name in ("report.md", "report.html"):
+        text = (rendered / name).read_text()
+        assert "Server settings" in text
+        for stack in results["stacks"]:
+            for found in stack["servers"].values():
+                assert report.fmt_command(found["argv"]) in text.replace("&#39;", "'"), (name, found["argv"])
+    markdown = (rendered / "report.md").read_text()
+    gunicorn = next(line for line in markdown.splitlines() if line.startswith("| gunicorn · fast | app |"))
+    assert "gunicorn config.wsgi:application" in gunicorn and "--worker-class gthread" in gunicorn
+    assert "GUNICORN_THREADS=8 GUNICORN_WORKER_CLASS=gthread KEEPALIVE_TIMEOUT=75" in gunicorn
+    assert "| gunicorn · fast | ws (WebSocket sidecar) | uvicorn config.asgi:application" in markdown
+
+
+@pytest.mark.parametrize(
+    ("argv", "shown"),
+    [
+        (
+            ["/opt/venv/bin/python", "/opt/venv/bin/uvicorn", "a:b", "--ws", "wsproto"],
+            "uvicorn a:b --ws wsproto",
+        ),
+        (["/opt/venv/bin/granian", "--interface", "asgi"], "granian --interface asgi"),
+        (["python3", "-m", "hypercorn", "x"], "python3 -m hypercorn x"),
+        (["gunicorn", "--forwarded-allow-ips", ""], "gunicorn --forwarded-allow-ips ''"),
+        ([], ""),
+    ],
+)
+def test_command_lines_read_as_typed(argv, shown):
+    assert report.fmt_command(argv) == shown
+
+
+def test_unreadable_server_settings_are_said_so(tmp_path):
+    results = json.loads(FIXTURE.read_text())
+    for stack in results["stacks"]:
+        stack.pop("servers")
+    results["stacks"][1]["servers"] = {"app": {"error": "reading the server process failed: no python"}}
+    section = report.server_settings_section(report.Index(analyse(results), results), results)
+    assert section is not None
+    assert section.tables[0].rows == [
+        ["uvicorn · default", "app", "could not be read: reading the server process failed: no python", ""]
+    ]
+    results["stacks"][1].pop("servers")  # results from a bench that did not read them: no section
+    assert report.server_settings_section(report.Index(analyse(results), results), results) is None

@@ -1,6 +1,7 @@
 import ipaddress
 
 import pytest
+from core import proxy
 from core.proxy import forwarded_client, is_trusted_proxy
 
 
@@ -32,3 +33,18 @@ def test_forwarded_client(peer, forwarded_for, expected):
 )
 def test_is_trusted_proxy(peer, trusted):
     assert is_trusted_proxy(peer) is trusted
+
+
+def test_a_changed_setting_is_seen_at_once(settings):
+    """The answers are remembered per address, and forgotten when TRUSTED_PROXIES changes."""
+    assert is_trusted_proxy("10.1.2.3") is True
+    settings.TRUSTED_PROXIES = [ipaddress.ip_network("192.168.0.0/16")]
+    assert is_trusted_proxy("10.1.2.3") is False
+    assert is_trusted_proxy("192.168.7.7") is True
+    assert forwarded_client("192.168.7.7", "203.0.113.9") == "203.0.113.9"
+
+
+def test_remembered_answers_are_bounded(settings):
+    for n in range(proxy.ADDRESSES_REMEMBERED + 100):
+        assert is_trusted_proxy(f"11.0.{n // 256}.{n % 256}") is False
+    assert proxy._is_trusted.cache_info().currsize <= proxy.ADDRESSES_REMEMBERED
