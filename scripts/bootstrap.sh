@@ -11,11 +11,13 @@
 # scripts and CI. It installs only with apt (Debian, Ubuntu) as root or through sudo; elsewhere, or
 # without root, it stops at once and names what to install.
 #
-# Environment: YES=1 (install without asking), OFFLINE=1|0 (force the stand-ins or the official
-# images; left unset, the first run decides and keeps the decision in .cache/stack.env),
-# REGISTRY_TIMEOUT (seconds a registry has to answer, 15), DOCKERD_LOG (where a dockerd started
-# here writes, /var/log/dockerd.log).
+# OFFLINE=1|0 forces the stand-ins or the official images; left unset, the first run decides and
+# keeps the decision in .cache/stack.env. The other settings (.env.example documents them):
 set -euo pipefail
+
+: "${YES:=0}"                            # 1: install without asking (scripts, CI)
+: "${REGISTRY_TIMEOUT:=15}"              # seconds a registry has to answer
+: "${DOCKERD_LOG:=/var/log/dockerd.log}" # where a dockerd started here writes
 
 repo=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 state_file=$repo/.cache/stack.env
@@ -96,7 +98,7 @@ install_packages() { # WHAT PACKAGE...
         die "missing for $what: $*. Install them as root (sudo apt-get install $*), then run this again."
     fi
     say "missing for $what, these Debian packages: $*"
-    if [ "${YES:-0}" != 1 ]; then
+    if [ "$YES" != 1 ]; then
         if [ -t 0 ]; then
             local answer
             read -r -p "bootstrap: install them with apt-get now? [y/N] " answer
@@ -147,7 +149,7 @@ ensure_daemon() {
     # No init here runs services (a container, a CI sandbox): start dockerd in the background.
     # Published ports go through the kernel's NAT rather than a userland proxy that copies every
     # byte (the CIS Docker Benchmark's advice; the benchmarks ran this way).
-    local log=${DOCKERD_LOG:-/var/log/dockerd.log}
+    local log=$DOCKERD_LOG
     say "the Docker daemon is not running and no init starts it here: starting dockerd (log: $log)"
     # shellcheck disable=SC2016  # $1 is the inner shell's: the log path, passed as an argument
     as_root sh -c 'nohup setsid dockerd --userland-proxy=false >>"$1" 2>&1 </dev/null &' sh "$log"
@@ -194,8 +196,8 @@ default_image() { # VARIABLE
 registry_answers() {
     local image=${REDIS_IMAGE:-$(default_image REDIS_IMAGE)}
     docker image inspect "$image" >/dev/null 2>&1 && return 0
-    say "checking whether a registry answers (docker pull $image, at most ${REGISTRY_TIMEOUT:-15} s)"
-    timeout "${REGISTRY_TIMEOUT:-15}" docker pull --quiet "$image" >/dev/null 2>&1
+    say "checking whether a registry answers (docker pull $image, at most $REGISTRY_TIMEOUT s)"
+    timeout "$REGISTRY_TIMEOUT" docker pull --quiet "$image" >/dev/null 2>&1
 }
 
 choose_images() {
@@ -210,7 +212,7 @@ choose_images() {
             source="a registry answered"
         else
             offline=1
-            source="no registry answered within ${REGISTRY_TIMEOUT:-15} s"
+            source="no registry answered within $REGISTRY_TIMEOUT s"
         fi
         mkdir -p "$(dirname "$state_file")"
         printf '# Written by scripts/bootstrap.sh: which base images this machine uses.\nOFFLINE=%s\n' \

@@ -10,8 +10,7 @@ for name in django_secret_key postgres_password; do
     if [ ! -s "$dir/$name" ]; then
         # 48 random bytes as URL-safe base64 (64 characters), with coreutils alone: on a new
         # machine this runs before any Python is installed.
-        head -c 48 /dev/urandom | base64 -w 0 | tr '+/' '-_' > "$dir/$name"
-        echo >> "$dir/$name"
+        { head -c 48 /dev/urandom | base64 -w 0 | tr '+/' '-_'; echo; } > "$dir/$name"
         chmod 644 "$dir/$name"
         echo "created $dir/$name"
     fi

@@ -260,6 +260,7 @@ PLACES = [
     ),
     Place("deploy/bin/run_daphne.py", python_environ),
     Place("nginx/entrypoint.sh", shell_assignments),
+    Place("scripts/bootstrap.sh", shell_assignments),
     Place("compose.yaml", interpolations),
     Place("compose.tls.yaml", interpolations),
     Place("deploy/Dockerfile", dockerfile),
