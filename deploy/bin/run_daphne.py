@@ -9,7 +9,10 @@ later), and the stack documents those codes for every server; so:
 1. ``serverClose`` (the ASGI ``websocket.close`` message) sends the close frame directly, for any
    code the application chose;
 2. the factory is set to ``failByDrop=False``, so a message over ``--websocket-max-message-size``
-   gets a 1009 close frame instead of a reset connection;
+   gets a 1009 close frame instead of a reset connection, and waits ``CLOSE_HANDSHAKE_TIMEOUT``
+   seconds (Autobahn's default: 1) for the client's answer to a close before it resets the
+   connection: a reset destroys what the client has not read yet, so a client whose loop is busy
+   for a second lost the error frame and the close code that came before it (1006 instead);
 3. on SIGTERM, Daphne cancels every application instance before it closes the connections (each
    chat connection then closes with 1012 and leaves its room). Its own ``kill_all_applications``
    raises KeyError on an idle HTTP keep-alive connection (whose last instance it already reaped),
@@ -40,6 +43,9 @@ from twisted.internet import defer
 
 logger = logging.getLogger("daphne.server")
 
+# Seconds a close frame waits for the client's answer: the websockets library's default close_timeout.
+CLOSE_HANDSHAKE_TIMEOUT = 10
+
 
 class WebSocketProtocol(ws_protocol.WebSocketProtocol):
     def serverClose(self, code: int | None = None) -> None:  # noqa: N802 - Daphne's name
@@ -50,7 +56,7 @@ class WebSocketFactory(ws_protocol.WebSocketFactory):
     protocol = WebSocketProtocol
 
     def setProtocolOptions(self, **options: Any) -> None:  # noqa: N802 - Autobahn's name
-        super().setProtocolOptions(failByDrop=False, **options)
+        super().setProtocolOptions(failByDrop=False, closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT, **options)
 
 
 class Server(server.Server):

@@ -7,6 +7,7 @@ dependency is the session's.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ from tests.integration.helpers import (
 pytestmark = pytest.mark.integration
 
 OUTAGE_READYZ_TIMEOUT = 15.0  # /readyz answers within READINESS_TIMEOUT (2 s); polled a few times
+CLIENT_BUSY_SECONDS = 1.5  # longer than Autobahn's default close handshake timeout (1 s)
 RECONNECT_ATTEMPTS = 5  # a client reconnects after 1013 (try again later)
 
 
@@ -148,6 +150,24 @@ async def test_quiet_chat_socket_is_closed_during_redis_outage(redis_outage: Sta
     ws, _ = await join(app, unique("quiet-redis"))
     async with ws:
         redis.stop()
+        frames, code = await frames_until_closed(ws, within=DEPENDENCY_TIMEOUT)
+    assert code == 1013, (code, frames)
+    assert [frame["code"] for frame in frames if frame.get("type") == "error"] == ["layer_unavailable"]
+
+
+async def test_client_slow_to_answer_the_close_still_gets_it(redis_outage: Stack) -> None:
+    """A client whose loop is busy when the close arrives (a phone, a busy tab) answers it late, and
+    still reads the error frame and the 1013 that came before: the server waits for its answer
+    instead of resetting the connection, which would destroy both unread when the client writes
+    next (Daphne's Autobahn reset it after 1 s: deploy/bin/run_daphne.py)."""
+    app, redis = redis_outage.app, redis_outage.redis
+    ws, _ = await join(app, unique("slow-redis"))
+    async with ws:
+        redis.stop()
+        # Blocking on purpose: this client's loop reads and answers nothing meanwhile.
+        time.sleep(CLIENT_BUSY_SECONDS)  # noqa: ASYNC251
+        with contextlib.suppress(ConnectionClosed):  # then it sends, before reading what came
+            await send_json(ws, {"message": "sent by a client that has not read the close yet"})
         frames, code = await frames_until_closed(ws, within=DEPENDENCY_TIMEOUT)
     assert code == 1013, (code, frames)
     assert [frame["code"] for frame in frames if frame.get("type") == "error"] == ["layer_unavailable"]
