@@ -96,7 +96,7 @@ test-all: lint test-unit test-services test-integration test-deploy test-e2e tes
 
 .PHONY: test-unit
 test-unit: venv ## Unit tests on the embedded defaults, the installer, the Nginx config, the load-test users, the bench
-	$(VENV)/bin/pytest tests/unit tests/scripts tests/nginx tests/loadtests tests/bench -q -m "not integration and not e2e"
+	$(VENV)/bin/pytest tests/unit tests/stackctl tests/scripts tests/nginx tests/loadtests tests/bench -q -m "not integration and not e2e"
 
 .PHONY: test-services
 test-services: venv ## The unit tests again, on a throwaway PostgreSQL and Redis

@@ -18,9 +18,9 @@ from typing import Any
 
 from loadtests.lib import names
 from loadtests.lib.settings import MIN_SEND_INTERVAL
+from stackctl import variants
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVERS_FILE = ROOT / "deploy" / "servers.txt"
 
 # Scenario names as BENCH_SCENARIOS takes them, in the order a stage runs them. `wrk` measures the
 # HTTP endpoints again with wrk, whose own ceiling is far above Locust's.
@@ -53,12 +53,6 @@ def parse_seconds(text: str, setting: str) -> float:
     if total <= 0:
         raise ConfigError(f"{setting} must be longer than 0 s, got {text!r}")
     return total
-
-
-def read_servers(path: Path = SERVERS_FILE) -> list[str]:
-    """The variant names, in the registry's order."""
-    lines = path.read_text().splitlines()
-    return [line.split()[0] for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
 def _split_list(text: str) -> list[str]:
@@ -410,7 +404,7 @@ def load(
     cores = os.cpu_count() or 1
     warmup = pick(args.warmup, "BENCH_WARMUP")
     config = BenchConfig(
-        servers=select_servers(pick(args.servers, "BENCH_SERVERS"), known_servers or read_servers()),
+        servers=select_servers(pick(args.servers, "BENCH_SERVERS"), known_servers or variants()),
         profiles=parse_profiles(pick(args.profiles, "BENCH_PROFILES")),
         scenarios=select_scenarios(pick(args.scenarios, "BENCH_SCENARIOS")),
         repeats=_int(pick(args.repeats, "BENCH_REPEATS", "3"), "BENCH_REPEATS"),

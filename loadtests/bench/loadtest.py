@@ -19,9 +19,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from loadtests.bench.config import DEFAULT_OUTPUT, ConfigError, locust_workers, parse_seconds, read_servers
+from loadtests.bench.config import DEFAULT_OUTPUT, ConfigError, locust_workers, parse_seconds
 from loadtests.bench.locust_csv import LOCUSTFILES, LocustRun, spawn_rate
-from loadtests.bench.stack import LOAD_TEST_LIMITS, Stack, StackError, clean_environment, memory_pattern
+from loadtests.bench.stack import LOAD_TEST_LIMITS, Stack, StackError, memory_pattern
+from stackctl import inherited_environment, variants
 
 DEFAULT_USERS = {"http": 50, "echo": 100, "chat": 200, "capacity": 1000}
 DEFAULT_DURATION = "60s"
@@ -64,7 +65,7 @@ def _positive_int(value: str, setting: str) -> int:
 
 def build(args: argparse.Namespace, out_dir: Path) -> tuple[Stack, LocustRun]:
     """The stack and the Locust run the arguments describe; ConfigError names a bad one."""
-    servers = read_servers()
+    servers = variants()
     if args.server not in servers:
         raise ConfigError(f"unknown SERVER {args.server!r}; valid: {' '.join(servers)}")
     if args.scenario not in LOCUSTFILES:
@@ -134,7 +135,7 @@ def main(argv: Sequence[str]) -> int:
     # process only waits for it, so it can still say where the reports are.
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        code = subprocess.call(command, env=clean_environment(), timeout=run.timeout)  # noqa: S603
+        code = subprocess.call(command, env=inherited_environment(), timeout=run.timeout)  # noqa: S603
     except subprocess.TimeoutExpired:
         print(f"loadtest: Locust did not stop within {run.timeout:.0f} s", file=sys.stderr)
         code = 1

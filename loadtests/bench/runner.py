@@ -30,13 +30,12 @@ from loadtests.bench.stack import (
     LOAD_TEST_LIMITS,
     Stack,
     StackError,
-    clean_environment,
-    free_port,
     memory_pattern,
     write_override,
 )
 from loadtests.bench.wrk import WrkOutputError, WrkRun, parse_output
 from loadtests.lib import names
+from stackctl import free_port, inherited_environment
 
 SCHEMA_VERSION = 1
 CEILING_DIR = Path(__file__).resolve().parent / "ceiling"
@@ -186,7 +185,9 @@ class Bench:
         run_dir.mkdir(parents=True, exist_ok=True)
         command = run.command(sys.executable)
         started_at, started = utc_now(), time.monotonic()
-        result = procs.run(command, timeout=run.timeout, log=run_dir / "locust.log", env=clean_environment())
+        result = procs.run(
+            command, timeout=run.timeout, log=run_dir / "locust.log", env=inherited_environment()
+        )
         record: dict[str, Any] = {
             "tool": "locust",
             "started_at": started_at,
@@ -547,7 +548,7 @@ class Bench:
             run.command(sys.executable),
             timeout=run.timeout,
             log=run_dir / "locust.log",
-            env=clean_environment(),
+            env=inherited_environment(),
         )
 
     def warmup_echo(self, run_dir: Path) -> None:
@@ -561,7 +562,7 @@ class Bench:
             run.command(sys.executable),
             timeout=run.timeout,
             log=run_dir / "locust.log",
-            env=clean_environment(),
+            env=inherited_environment(),
         )
 
     def _profile(self, stage: Stage) -> str:

@@ -4,13 +4,16 @@
 removes the stack with its volumes. What the bench adds on top: its own project name and port,
 Nginx's per-address limits raised (every Locust user comes from one address), extra compose files
 (an app profile's environment, the ceiling's hello-world), and a check that nothing is left.
+
+The variants, free ports and which variables a stack must not inherit are stackctl's, as for the
+test suites. Unlike stackctl.Stack, every command here runs through ``procs`` (a session of its
+own, its output in the stage's log, stopped in order on Ctrl-C), and the stack is taken by name.
 """
 
 import contextlib
 import json
 import os
 import re
-import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -20,6 +23,7 @@ from pathlib import Path
 
 from loadtests.bench import procs
 from loadtests.bench.config import ROOT
+from stackctl.stack import inherited_environment
 
 COMPOSE_FILE = ROOT / "compose.yaml"
 UP_TIMEOUT = 900.0  # a first `make up` builds the image
@@ -35,38 +39,11 @@ LOAD_TEST_LIMITS = {
     "WS_CONN_PER_IP": "65535",  # limit_conn's largest value
 }
 
-# Variables that would leak the caller's choices into a stage: make's own (when run from `make
-# bench`), the Makefile's per-stage exports, and Locust's and the locustfiles' options.
-_SCRUBBED = {
-    "MAKEFLAGS",
-    "MFLAGS",
-    "MAKELEVEL",
-    "MAKEOVERRIDES",
-    "SERVER",
-    "WS_SERVER",
-    "WS_HOST",
-    "HTTP_PORT",
-}
-_SCRUBBED_PREFIXES = ("LT_", "LOCUST_")
 _LABEL = "com.docker.compose.project"
 
 
 class StackError(RuntimeError):
     """The stack did not come up (or down); the message carries the end of the log."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def clean_environment(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
-    return {
-        key: value
-        for key, value in environ.items()
-        if key not in _SCRUBBED and not key.startswith(_SCRUBBED_PREFIXES) and key != "SCENARIO"
-    }
 
 
 def app_environment_override(env: Mapping[str, str]) -> str:
@@ -104,7 +81,7 @@ class Stack:
     def environment(self) -> dict[str, str]:
         files = [COMPOSE_FILE, *self.compose_files]
         return {
-            **clean_environment(),
+            **inherited_environment(),
             **self.limits,
             **self.env,
             # For compose commands the Makefile runs without -f (make clean).

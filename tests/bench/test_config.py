@@ -101,12 +101,6 @@ def test_unknown_scenario():
         config.select_scenarios("http websocket")
 
 
-def test_registry_is_read_from_deploy_servers():
-    servers = config.read_servers()
-    assert "uvicorn" in servers and "gunicorn" in servers
-    assert all(not name.startswith("#") for name in servers)
-
-
 def test_defaults_and_quick_mode():
     full = load()
     assert full.repeats == 3 and not full.quick and full.ceiling

@@ -19,8 +19,9 @@ import pytest
 
 from loadtests.bench import config
 from loadtests.bench.analysis import analyse
-from loadtests.bench.stack import clean_environment
 from loadtests.lib import names
+from stackctl import inherited_environment
+from stackctl.testing import require_docker
 from tests.bench.checks import assert_report_shows
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,23 +35,13 @@ ARTIFACTS = ROOT / "artifacts" / "bench-pipeline"  # a failed run's results, for
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(BENCH_TIMEOUT + STOP_TIMEOUT + 120)]
 
 
-def docker_available() -> bool:
-    return (
-        shutil.which("docker") is not None
-        and subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
-    )
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _require_docker() -> None:
-    if not docker_available():
-        if os.environ.get("E2E_REQUIRED") == "1":
-            pytest.fail("E2E_REQUIRED=1 but no Docker engine answers `docker info`")
-        pytest.skip("no Docker engine: the bench pipeline needs one (`docker info` failed)")
+    require_docker("bench pipeline tests")
 
 
 def bench_env(out: Path, **settings: str) -> dict[str, str]:
-    env = {k: v for k, v in clean_environment().items() if not k.startswith("BENCH_")}
+    env = {k: v for k, v in inherited_environment().items() if not k.startswith("BENCH_")}
     env.update({"BENCH_QUICK": "1", "BENCH_PROJECT": PROJECT, "BENCH_OUTPUT": str(out), **settings})
     return env
 

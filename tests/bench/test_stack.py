@@ -32,14 +32,6 @@ def test_memory_pattern_matches_app_containers_of_this_project_only():
         assert not pattern.search(name), name
 
 
-def test_clean_environment_drops_what_would_leak_into_a_stage():
-    env = stack.clean_environment(
-        {"PATH": "/bin", "SERVER": "daphne", "MAKEFLAGS": "SERVER=daphne", "LT_CHAT_ROOMS": "9",
-         "LOCUST_HOST": "http://elsewhere", "SCENARIO": "chat", "NGINX_IMAGE": "mirror/nginx"}
-    )  # fmt: skip
-    assert env == {"PATH": "/bin", "NGINX_IMAGE": "mirror/nginx"}
-
-
 def test_make_variables_name_the_stack_and_extra_compose_files(tmp_path):
     plain = stack.Stack("granian", "rtd-bench", 18000, tmp_path)
     assert plain.make_variables() == ["SERVER=granian", "PROJECT=rtd-bench", "HTTP_PORT=18000", "TLS=0"]

@@ -1,4 +1,5 @@
-"""Shared by the deployment tests: repository paths, the variant registry, processes, ports."""
+"""Shared by the deployment tests: repository paths, processes, HTTP probes (the variant registry and
+free ports: stackctl)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import contextlib
 import http.client
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,22 +17,6 @@ REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 # The virtualenv running the tests (.venv/bin with `make`): its servers stand in for /opt/venv/bin.
 VENV_BIN = Path(sys.executable).parent
-
-
-def variants() -> dict[str, str]:
-    """deploy/servers.txt: variant name -> the variant that serves its WebSockets."""
-    registry: dict[str, str] = {}
-    for line in (DEPLOY / "servers.txt").read_text().splitlines():
-        fields = line.split()
-        if fields and not fields[0].startswith("#"):
-            registry[fields[0]] = fields[1]
-    return registry
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def http_get(port: int, path: str, host: str = "localhost", timeout: float = 2.0) -> tuple[int, bytes]:

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from loadtests.bench.server_process import process_settings
-from tests.deploy.helpers import DEPLOY, REPO, VENV_BIN, free_port, log_tail, running, wait_for_http
+from stackctl import free_port
+from tests.deploy.helpers import DEPLOY, REPO, VENV_BIN, log_tail, running, wait_for_http
 
 START_FILE = DEPLOY / "servers" / "gunicorn.sh"
 START_TIMEOUT = 60.0

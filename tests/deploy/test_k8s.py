@@ -29,10 +29,11 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.helpers import DEPLOY, REPO, free_port, http_get, log_tail, running, variants
+from stackctl import free_port, registry
+from tests.deploy.helpers import DEPLOY, REPO, http_get, log_tail, running
 
 K8S = DEPLOY / "k8s"
-VARIANTS = variants()
+VARIANTS = registry()
 APP_IMAGE = "realtime-django-stack"
 APP_UID = 10001
 

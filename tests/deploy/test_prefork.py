@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.helpers import DEPLOY, free_port, running
+from stackctl import free_port
+from tests.deploy.helpers import DEPLOY, running
 
 PREFORK = DEPLOY / "bin" / "prefork.py"
 DRAIN_SECONDS = 4.0  # how long a stopping child keeps running after it closed its listening socket

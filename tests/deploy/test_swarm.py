@@ -37,7 +37,10 @@ import pytest
 import websockets
 import yaml
 
-from tests.deploy.helpers import DEPLOY, REPO, free_port, variants
+from stackctl import free_port, registry
+from stackctl.replicas import check_chat_crosses
+from stackctl.testing import require_docker
+from tests.deploy.helpers import DEPLOY, REPO
 
 SWARM = DEPLOY / "swarm"
 STACK_FILE = SWARM / "stack.yaml"
@@ -172,7 +175,7 @@ def test_rendered_stack_runs_the_variant_and_its_sidecar(rendered: dict[str, Any
     services = rendered["services"]
     assert services["app"]["deploy"]["replicas"] == services["ws"]["deploy"]["replicas"] == 3
     assert services["app"]["environment"]["SERVER"] == "gunicorn"
-    assert services["ws"]["environment"]["SERVER"] == variants()["gunicorn"]
+    assert services["ws"]["environment"]["SERVER"] == registry()["gunicorn"]
     assert services["nginx"]["environment"]["WS_HOST"] == "ws"
 
 
@@ -242,7 +245,7 @@ def test_stack_script_refuses_bad_settings(
 def test_every_variant_is_accepted_by_the_script() -> None:
     # The registry is the script's list: each name passes the settings check and the script goes
     # on to the next one, the secrets (missing here, so it stops there).
-    for variant in variants():
+    for variant in registry():
         env = {"PATH": "/usr/bin:/bin", "SERVER": variant, "SECRETS_DIR": "/nonexistent"}
         result = subprocess.run(
             ["bash", str(STACK_SCRIPT), "deploy"],
@@ -276,13 +279,7 @@ def swarm_state() -> str:
 @pytest.fixture(scope="module")
 def swarm() -> Iterator[None]:
     """A swarm manager: this engine's swarm, or a single-node one made here and left afterwards."""
-    if (
-        shutil.which("docker") is None
-        or subprocess.run(["docker", "info"], capture_output=True, timeout=60, check=False).returncode
-    ):
-        if os.environ.get("E2E_REQUIRED") == "1":
-            pytest.fail("E2E_REQUIRED=1 but no Docker engine answers `docker info`")
-        pytest.skip("no Docker engine: the swarm tests need one (`docker info` failed)")
+    require_docker("swarm tests")
     state = swarm_state()
     if state == "active true":
         yield  # someone else's swarm: use it, never leave it
@@ -322,7 +319,7 @@ class Stack:
     @property
     def ws_service(self) -> str:
         """The service that serves /ws/: the app itself, or the sidecar."""
-        return "app" if variants()[self.server] == self.server else "ws"
+        return "app" if registry()[self.server] == self.server else "ws"
 
     def service(self, short: str) -> str:
         return f"{self.name}_{short}"
@@ -404,53 +401,11 @@ def test_websocket_through_nginx(stack: Stack) -> None:
     assert asyncio.run(_echo(stack)) == {"message": "hello swarm"}
 
 
-# A client run inside one replica's container against that replica's own server: each one
-# reports its host name, so two of them prove that the broadcast crosses replicas (through Redis).
-REPLICA_CLIENT = """
-import asyncio, json, socket, websockets
-async def main():
-    async with websockets.connect("ws://127.0.0.1:8000/ws/chat/{room}/?name=" + socket.gethostname(),
-                                  origin="http://localhost", open_timeout=10) as ws:
-        json.loads(await asyncio.wait_for(ws.recv(), 10))  # the history
-        await asyncio.sleep({delay})                       # the other client joins meanwhile
-        await ws.send(json.dumps({{"message": "from " + socket.gethostname()}}))
-        seen = set()
-        while len(seen) < {expected}:
-            frame = json.loads(await asyncio.wait_for(ws.recv(), 20))
-            if frame.get("type") == "chat.message":
-                seen.add(frame["message"])
-        print(json.dumps({{"host": socket.gethostname(), "seen": sorted(seen)}}))
-asyncio.run(main())
-"""
-
-
 @e2e
 def test_chat_crosses_replicas(stack: Stack) -> None:
     containers = stack.containers(stack.ws_service)
     assert len(containers) == REPLICAS
-    script = REPLICA_CLIENT.format(room=f"swarm-{uuid.uuid4().hex[:8]}", delay=3, expected=REPLICAS)
-    clients = [
-        subprocess.Popen(
-            ["docker", "exec", container, "python", "-c", script],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for container in containers
-    ]
-    results = []
-    for client in clients:
-        try:
-            out, err = client.communicate(timeout=60)
-        finally:
-            if client.poll() is None:
-                client.kill()
-        assert client.returncode == 0, err
-        results.append(json.loads(out.splitlines()[-1]))
-    hosts = {result["host"] for result in results}
-    assert len(hosts) == REPLICAS
-    for result in results:
-        assert result["seen"] == sorted(f"from {host}" for host in hosts)
+    check_chat_crosses(containers, room=f"swarm-{uuid.uuid4().hex[:8]}")
 
 
 # --- Updates under load ------------------------------------------------------------------------------

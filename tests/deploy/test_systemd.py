@@ -33,24 +33,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.deploy.helpers import (
-    DEPLOY,
-    REPO,
-    VENV_BIN,
-    free_port,
-    http_get,
-    log_tail,
-    running,
-    variants,
-    wait_for_http,
-)
+from stackctl import free_port, registry
+from tests.deploy.helpers import DEPLOY, REPO, VENV_BIN, http_get, log_tail, running, wait_for_http
 
 UNITS = DEPLOY / "systemd"
 SERVICE_TEMPLATE = UNITS / "realtime-django@.service"
 RELEASE_SERVICE = UNITS / "realtime-django-release.service"
 SOCKET_UNIT = UNITS / "realtime-django.socket"
 NGINX_SITE = UNITS / "nginx-site.conf"
-VARIANTS = list(variants())
+VARIANTS = list(registry())
 # The servers whose start files work with an inherited socket (see realtime-django.socket).
 SOCKET_ACTIVATED = ["gunicorn", "gunicorn-asgi"]
 

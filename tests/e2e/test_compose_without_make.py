@@ -18,7 +18,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.e2e.conftest import ROOT, free_port
+from stackctl import ROOT, free_port
 
 pytestmark = pytest.mark.e2e
 TIMEOUT = 10

@@ -3,14 +3,15 @@
 import asyncio
 import json
 import re
-import subprocess
 import uuid
 
 import httpx
 import pytest
 import websockets
 
-from tests.e2e.conftest import ARTIFACTS, PROJECT, REPLICAS, Stack, compose_containers, make
+from stackctl import Stack
+from stackctl.replicas import check_chat_crosses
+from tests.e2e.conftest import ARTIFACTS, PROJECT, REPLICAS
 from tests.nginx import access_log
 
 pytestmark = pytest.mark.e2e
@@ -21,14 +22,12 @@ def get(stack: Stack, path: str, **headers: str) -> httpx.Response:
     return httpx.get(stack.base_url + path, headers=headers, timeout=TIMEOUT)
 
 
-def nginx_log_entry(request_id: str) -> dict:
+def nginx_log_entry(stack: Stack, request_id: str) -> dict:
     """Nginx's JSON access-log line for one request id."""
     access_log.wait_until_flushed()
-    for container in compose_containers("nginx"):
-        logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True, check=True)
-        for entry in access_log.entries(logs.stdout):
-            if entry.get("request_id") == request_id:
-                return entry
+    for entry in access_log.entries(stack.logs("nginx")):
+        if entry.get("request_id") == request_id:
+            return entry
     raise AssertionError(f"request {request_id} is not in Nginx's access log")
 
 
@@ -44,8 +43,8 @@ def test_page_and_static_file_from_nginx(stack: Stack):
     assert "#messages" in css.text
     assert "immutable" in css.headers["cache-control"]
     # Nginx answered from the static volume without asking an upstream; Django proxied the page.
-    assert nginx_log_entry(css.headers["x-request-id"])["upstream_addr"] == ""
-    assert nginx_log_entry(page.headers["x-request-id"])["upstream_addr"] != ""
+    assert nginx_log_entry(stack, css.headers["x-request-id"])["upstream_addr"] == ""
+    assert nginx_log_entry(stack, page.headers["x-request-id"])["upstream_addr"] != ""
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz"])
@@ -119,52 +118,10 @@ def test_chat_through_nginx(stack: Stack):
     assert isinstance(to_alice["id"], int)
 
 
-# A client run inside one replica's container, against that replica's own server: the hostname it
-# reports is the replica's, so two of them prove the broadcast crosses replicas through Redis.
-REPLICA_CLIENT = """
-import asyncio, json, socket, websockets
-async def main():
-    async with websockets.connect("ws://127.0.0.1:8000/ws/chat/{room}/?name=" + socket.gethostname(),
-                                  origin="http://localhost") as ws:
-        json.loads(await ws.recv())  # history
-        print("ready", flush=True)
-        await asyncio.sleep({delay})
-        await ws.send(json.dumps({{"message": "from " + socket.gethostname()}}))
-        seen = set()
-        while len(seen) < {expected}:
-            frame = json.loads(await asyncio.wait_for(ws.recv(), 20))
-            if frame.get("type") == "chat.message":
-                seen.add(frame["message"])
-        print(json.dumps({{"host": socket.gethostname(), "seen": sorted(seen)}}))
-asyncio.run(main())
-"""
-
-
 def test_chat_crosses_replicas(stack: Stack):
-    containers = compose_containers(stack.ws_service)
+    containers = stack.containers(stack.ws_service)
     assert len(containers) == REPLICAS
-    room = f"replicas-{uuid.uuid4().hex[:8]}"
-    procs = []
-    for container in containers:
-        # Each client joins, waits a moment for the other to join, sends once, and waits for both.
-        script = REPLICA_CLIENT.format(room=room, delay=3, expected=REPLICAS)
-        procs.append(
-            subprocess.Popen(
-                ["docker", "exec", container, "python", "-c", script],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
-    results = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err
-        results.append(json.loads(out.splitlines()[-1]))
-    hosts = {result["host"] for result in results}
-    assert len(hosts) == REPLICAS  # two different replicas
-    for result in results:
-        assert result["seen"] == sorted(f"from {host}" for host in hosts)
+    check_chat_crosses(containers, room=f"replicas-{uuid.uuid4().hex[:8]}")
 
 
 # A real browser: headless Chromium loads the page through Nginx and chats over its WebSocket;
@@ -195,7 +152,7 @@ def test_page_chats_over_its_websocket(stack: Stack, browser):
 
 def test_make_down_leaves_no_container(stack: Stack):
     """Runs last in the module: stops this variant's stack and checks nothing is left running."""
-    result = make("down")
+    result = stack.make("down")
     assert result.returncode == 0, result.stderr
-    assert compose_containers() == []
+    assert stack.containers() == []
     assert PROJECT == "rtd-e2e"

@@ -7,39 +7,30 @@ fixture checks that before each test, and restores it after a failure.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.faults.stack import ARTIFACTS, PROJECT, Stack, fault_variants, free_port
+from stackctl import free_port
+from stackctl.testing import require_docker
+from tests.faults.stack import ARTIFACTS, PROJECT, REPLICAS, STACK_ENV, Stack, fault_variants
 
 # Figures each test records (close codes, failed requests, message counts), printed after the run
 # and written to artifacts/faults/report.json.
 REPORT: list[dict[str, Any]] = []
 
 
-def docker_available() -> bool:
-    return (
-        shutil.which("docker") is not None
-        and subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
-    )
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _require_docker() -> None:
-    if not docker_available():
-        if os.environ.get("E2E_REQUIRED") == "1":
-            pytest.fail("E2E_REQUIRED=1 but no Docker engine answers `docker info`")
-        pytest.skip("no Docker engine: the fault tests need one (`docker info` failed)")
+    require_docker("fault tests")
 
 
 @pytest.fixture(scope="session", params=fault_variants())
 def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
-    stack = Stack(server=request.param, port=free_port())
+    stack = Stack(
+        server=request.param, project=PROJECT, http_port=free_port(), replicas=REPLICAS, env=STACK_ENV
+    )
     stack.clean()  # a stack left over by an interrupted run
     try:
         stack.up()
@@ -69,7 +60,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         item.rep_call_failed = True  # type: ignore[attr-defined]
         stack = getattr(item, "funcargs", {}).get("stack")
         if isinstance(stack, Stack):
-            report.sections.append(("docker logs (last lines of each container)", stack.logs_tail()))
+            report.sections.append(("docker logs (last lines of each container)", stack.logs_report(tail=40)))
     return report
 
 

@@ -6,21 +6,17 @@ and profiles ``make up`` used. Every other command is ``docker`` on this project
 
 from __future__ import annotations
 
-import json
-import os
 import shlex
-import socket
-import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+import stackctl
+from stackctl import ROOT, run, selected_variants
+
 PROJECT = "rtd-faults"  # never the user's own stack (realtime-django), nor another test's
 REPLICAS = 2
 ARTIFACTS = ROOT / "artifacts" / "faults"
@@ -43,34 +39,15 @@ STACK_ENV = {
     "WS_HANDSHAKE_BURST": "500",
 }
 GROUP_EXPIRY = float(STACK_ENV["CHANNEL_LAYER_GROUP_EXPIRY"])
-TEST_ONLY_ENV = frozenset({"LOG_LEVEL", "DJANGO_SECRET_KEY", "DJANGO_HTTPS", "DJANGO_SETTINGS_MODULE"})
 
 HEALTHY_TIMEOUT = 240  # seconds for `make up` / a restarted container to be healthy (shared CPUs)
-COMMAND_TIMEOUT = 600
 READYZ_TIMEOUT = 30
 # Per test, its stack's `make up` included (pytest-timeout's default of 120 s is for quick tests).
 TEST_TIMEOUT = 1200
 
 
-def registry() -> dict[str, str]:
-    """deploy/servers.txt: variant -> the variant serving its WebSockets."""
-    variants: dict[str, str] = {}
-    for line in (ROOT / "deploy" / "servers.txt").read_text().splitlines():
-        fields = line.split()
-        if fields and not fields[0].startswith("#"):
-            variants[fields[0]] = fields[1]
-    return variants
-
-
 def fault_variants() -> list[str]:
-    requested = os.environ.get("FAULT_VARIANTS", DEFAULT_FAULT_VARIANTS).replace(",", " ").split()
-    known = list(registry())
-    if requested == ["all"]:
-        return known
-    unknown = sorted(set(requested) - set(known))
-    if unknown:
-        raise ValueError(f"FAULT_VARIANTS names unknown variants {unknown}; known: {known}")
-    return requested
+    return selected_variants("FAULT_VARIANTS", DEFAULT_FAULT_VARIANTS)
 
 
 def stop_grace_period() -> float:
@@ -79,12 +56,6 @@ def stop_grace_period() -> float:
     value = str(compose["services"]["app"]["stop_grace_period"])
     assert value.endswith("s"), f"stop_grace_period {value!r}: expected seconds"
     return float(value[:-1])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until(condition: Callable[[], T], timeout: float, what: str, every: float = 0.5) -> T:
@@ -99,72 +70,14 @@ def wait_until(condition: Callable[[], T], timeout: float, what: str, every: flo
         time.sleep(every)
 
 
-def run(args: list[str], timeout: float = COMMAND_TIMEOUT, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False, **kwargs)
-
-
-@dataclass
-class Stack:
-    server: str
-    port: int
-    project: str = PROJECT
-    env: dict[str, str] = field(default_factory=dict)
-
-    # --- Make and compose ------------------------------------------------------------------------
-
-    @property
-    def ws_service(self) -> str:
-        """The compose service serving /ws/: the app itself, or the sidecar of a WSGI variant."""
-        return "app" if registry()[self.server] == self.server else "ws"
-
-    @property
-    def app_services(self) -> list[str]:
-        return sorted({"app", self.ws_service})
-
-    def make(self, *args: str, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:
-        settings = [f"SERVER={self.server}", f"REPLICAS={REPLICAS}", f"HTTP_PORT={self.port}"]
-        # The test run's own settings (pytest-env's LOG_LEVEL) must not reach the stack's containers.
-        inherited = {key: value for key, value in os.environ.items() if key not in TEST_ONLY_ENV}
-        return run(
-            ["make", *args, *settings, f"PROJECT={self.project}"],
-            timeout=timeout,
-            cwd=ROOT,
-            env={**inherited, **STACK_ENV, **self.env},
-        )
-
-    def compose(self, *args: str, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:
-        return self.make("compose", f"ARGS={shlex.join(args)}", timeout=timeout)
-
-    def up(self) -> None:
-        result = self.make("up", timeout=COMMAND_TIMEOUT)
-        assert result.returncode == 0, f"make up failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-
-    def clean(self) -> None:
-        result = self.make("clean")
-        assert result.returncode == 0, result.stderr
+class Stack(stackctl.Stack):
+    """The stack as the fault tests drive it: health, the data stores, Nginx's reloads."""
 
     def scale_args(self) -> list[str]:
         """`--scale` for every app service, as `make up` passes them."""
-        return [arg for service in self.app_services for arg in ("--scale", f"{service}={REPLICAS}")]
+        return [arg for service in self.app_services for arg in ("--scale", f"{service}={self.replicas}")]
 
     # --- Containers ------------------------------------------------------------------------------
-
-    def containers(self, service: str | None = None, *, running: bool = True) -> list[str]:
-        filters = ["--filter", f"label=com.docker.compose.project={self.project}"]
-        if service:
-            filters += ["--filter", f"label=com.docker.compose.service={service}"]
-        result = run(["docker", "ps", "-q", "--no-trunc", *([] if running else ["-a"]), *filters])
-        assert result.returncode == 0, result.stderr
-        return sorted(result.stdout.split())
-
-    def container(self, service: str) -> str:
-        [container] = self.containers(service)
-        return container
-
-    def inspect(self, container: str) -> dict[str, Any]:
-        result = run(["docker", "inspect", container])
-        assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)[0]
 
     def health(self, container: str) -> str:
         state = self.inspect(container)["State"]
@@ -185,34 +98,10 @@ class Stack:
     def wait_container_healthy(self, container: str, timeout: float = HEALTHY_TIMEOUT) -> None:
         wait_until(lambda: self.health(container) == "healthy", timeout, f"{container[:12]} healthy")
 
-    def docker(self, *args: str, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:
-        result = run(["docker", *args], timeout=timeout)
-        assert result.returncode == 0, f"docker {' '.join(args)}: {result.stderr}"
-        return result
-
-    def exec(self, service: str, *command: str, timeout: float = 60) -> str:
-        return self.docker("exec", self.container(service), *command, timeout=timeout).stdout
-
-    def logs_tail(self, lines: int = 40) -> str:
-        """The last log lines of every container of the stack, for a failure's report."""
-        parts = []
-        for container in self.containers(running=False):
-            name = self.inspect(container)["Name"].lstrip("/")
-            logs = subprocess.run(
-                ["docker", "logs", "--timestamps", "--tail", str(lines), container],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                timeout=60,
-                check=False,
-            )
-            parts.append(f"--- {name}\n{logs.stdout}")
-        return "\n".join(parts)
-
     def nginx_reloads(self) -> int:
         """How often Nginx's entry point reloaded it for a change of the app's addresses."""
-        logs = run(["docker", "logs", self.container("nginx")])
-        return sum("; reloading" in line for line in logs.stderr.splitlines())
+        logs = self.container_logs(self.container("nginx"))
+        return sum("; reloading" in line for line in logs.splitlines())
 
     # --- Data stores -----------------------------------------------------------------------------
 
@@ -239,14 +128,6 @@ class Stack:
         return [line.split("|") for line in out.splitlines() if line]
 
     # --- HTTP --------------------------------------------------------------------------------------
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
 
     def get(self, path: str, timeout: float = 10) -> httpx.Response:
         return httpx.get(self.base_url + path, timeout=timeout)

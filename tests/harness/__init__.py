@@ -16,7 +16,7 @@ Environment: ``HARNESS_KEEP=1`` keeps every temp dir (data, logs) for a post-mor
 ``PG_BIN=<dir>`` picks the PostgreSQL binaries (default: the newest /usr/lib/postgresql/*/bin).
 """
 
-from tests.harness._process import HarnessError, Service, free_port, live_services, wait_until
+from tests.harness._process import HarnessError, Service, live_services, wait_until
 from tests.harness.app import SERVERS, AppServer
 from tests.harness.postgres import PostgresServer
 from tests.harness.redis import RedisServer
@@ -28,7 +28,6 @@ __all__ = [
     "PostgresServer",
     "RedisServer",
     "Service",
-    "free_port",
     "live_services",
     "wait_until",
 ]

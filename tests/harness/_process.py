@@ -7,7 +7,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -15,6 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+
+from stackctl import free_port
 
 # Set HARNESS_KEEP=1 to keep every temp dir (data, logs) after the run, for a post-mortem.
 KEEP_ENV = "HARNESS_KEEP"
@@ -24,13 +25,6 @@ _LIVE: set[Service] = set()
 
 class HarnessError(RuntimeError):
     """A service did not start, did not answer in time, or failed a setup step."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(

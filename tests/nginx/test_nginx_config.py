@@ -33,9 +33,10 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
+from stackctl import SERVERS_FILE, free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 ENTRYPOINT = ROOT / "nginx" / "entrypoint.sh"
-SERVERS_FILE = ROOT / "deploy" / "servers.txt"
 NGINX = "/usr/sbin/nginx"
 NOBODY = 65534  # uid and gid; the container runs nginx as uid 101, non-root all the same
 HOST = "127.0.0.1"
@@ -64,12 +65,6 @@ APP_HEADERS = [
     ("Strict-Transport-Security", "max-age=60"),
     ("X-Request-ID", "the-apps-copy"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(predicate, *, timeout: float, what: str, interval: float = 0.05) -> None:

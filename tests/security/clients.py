@@ -339,7 +339,7 @@ def nginx_access_log(stack: Stack) -> list[dict[str, Any]]:
 
 
 def app_logs(stack: Stack) -> str:
-    return "\n".join(stack.logs(service) for service in stack.app_services())
+    return "\n".join(stack.logs(service) for service in stack.app_services)
 
 
 def wait_for_app_log(stack: Stack, text: str) -> bool:

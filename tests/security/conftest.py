@@ -11,7 +11,6 @@ the Uvicorn sidecar for WSS. TLS itself ends at Nginx, the same for every varian
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,8 +20,10 @@ import httpx
 import pytest
 from websockets.exceptions import InvalidHandshake
 
+from stackctl import ROOT, StackError, free_port, selected_variants
+from stackctl.testing import require_docker
 from tests.security.clients import http_client, join
-from tests.security.stack import ROOT, Stack, docker, free_port, make, selected_variants
+from tests.security.stack import Stack
 
 PROJECT = "rtd-sec"  # never the user's own stack, nor another suite's
 TLS_PROJECT = "rtd-sec-tls"
@@ -31,16 +32,9 @@ TLS_VARIANTS = selected_variants("SECURITY_TLS_VARIANTS", "gunicorn")
 ARTIFACTS = ROOT / "artifacts"
 
 
-def docker_available() -> bool:
-    return shutil.which("docker") is not None and docker("info", check=False).returncode == 0
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _require_docker() -> None:
-    if not docker_available():
-        if os.environ.get("E2E_REQUIRED") == "1":
-            pytest.fail("E2E_REQUIRED=1 but no Docker engine answers `docker info`")
-        pytest.skip("no Docker engine: the security tests drive the compose stack (`docker info` failed)")
+    require_docker("security tests, which drive the compose stack,")
 
 
 def serving(stack: Stack) -> bool:
@@ -70,42 +64,34 @@ def save_logs(stack: Stack) -> Path:
     folder = ARTIFACTS / "security-logs"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{stack.project}-{stack.server}.log"
-    with path.open("w") as out:
-        for container in stack.containers(stopped=True):
-            logs = docker("logs", "--timestamps", container, check=False)
-            out.write(
-                f"===== {container} {stack.inspect([container])[0]['Name']}\n{logs.stdout}{logs.stderr}\n"
-            )
+    path.write_text(stack.logs_report())
     return path
 
 
 def bring_up(request: pytest.FixtureRequest, project: str, *, tls: bool) -> Iterator[Stack]:
-    stack = Stack(request.param, project, free_port(), free_port() if tls else None)
-    args = [
-        "up",
-        f"SERVER={stack.server}",
-        f"PROJECT={project}",
-        f"HTTP_PORT={stack.http_port}",
-        "REPLICAS=1",
+    stack = Stack(
+        server=request.param,
+        project=project,
+        http_port=free_port(),
+        https_port=free_port() if tls else None,
         # The slow-client check reads the servers' access logs: no trickled request may reach them.
-        "SERVER_ACCESS_LOG=1",
-    ]
-    if tls:
-        args += ["TLS=1", f"HTTPS_PORT={stack.https_port}"]
-    make("clean", f"PROJECT={project}")  # a stack left over by an interrupted run
+        env={"SERVER_ACCESS_LOG": "1"},
+    )
+    stack.clean()  # a stack left over by an interrupted run
     failures_before = request.session.testsfailed
-    up = make(*args)
+    came_up = False
     try:
-        if up.returncode != 0:
-            states = docker("ps", "-a", "--filter", f"label=com.docker.compose.project={project}").stdout
-            pytest.fail(f"make {' '.join(args)} failed:\n{up.stdout[-4000:]}\n{up.stderr[-4000:]}\n{states}")
+        try:
+            stack.up()
+        except StackError as exc:
+            pytest.fail(str(exc))
+        came_up = True
         wait_until_serving(stack)
         yield stack
     finally:
-        if request.session.testsfailed > failures_before or up.returncode != 0:
+        if request.session.testsfailed > failures_before or not came_up:
             print(f"\n{stack.server}: container logs saved to {save_logs(stack)}")
-        down = make("clean", f"PROJECT={project}")
-        assert down.returncode == 0, down.stderr
+        stack.clean()
 
 
 @pytest.fixture(scope="session", params=VARIANTS)
@@ -121,7 +107,7 @@ def tls_stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
 @pytest.fixture(scope="session")
 def app_image() -> str:
     """The app image as `make build` makes it (the build is cached when a stack was brought up)."""
-    build = make("build", f"PROJECT={PROJECT}")
+    build = Stack(server="gunicorn", project=PROJECT, http_port=free_port()).make("build")
     assert build.returncode == 0, build.stderr[-4000:]
     image = os.environ.get("APP_IMAGE") or "realtime-django-stack:local"  # compose.yaml's default
     assert subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode == 0

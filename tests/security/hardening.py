@@ -42,7 +42,8 @@ def _proc_status_field(status: str, field: str) -> list[str]:
 def containers(stack: Stack) -> list[Container]:
     """Every container of the stack, the finished release task (migrate) included."""
     found = []
-    for inspect in stack.inspect(stack.containers(stopped=True)):
+    for container in stack.containers(running=False):
+        inspect = stack.inspect(container)
         name = inspect["Name"].lstrip("/")
         status = mountinfo = ""
         uids: list[int] = []

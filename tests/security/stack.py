@@ -10,53 +10,29 @@ import functools
 import json
 import os
 import re
-import socket
 import ssl
 import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+import stackctl
+from stackctl import ROOT, run
+from stackctl.host import LOOPBACK
+
+HOST = LOOPBACK  # every request of these tests goes here, to the published port
+
 SECRETS_DIR = ROOT / ".cache" / "secrets"  # where `make secrets` and `make tls-cert` write
 TLS_CERTIFICATE = SECRETS_DIR / "tls_certificate.pem"
 TLS_PRIVATE_KEY = SECRETS_DIR / "tls_private_key.pem"
 BIND_ADDRESS = os.environ.get("HTTP_BIND") or "127.0.0.1"  # compose.yaml's default for HTTP_BIND
-HOST = "127.0.0.1"  # every request of these tests goes here, to the published port
-
-
-def all_variants() -> list[str]:
-    lines = (ROOT / "deploy" / "servers.txt").read_text().splitlines()
-    return [line.split()[0] for line in lines if line.strip() and not line.startswith("#")]
-
-
-def selected_variants(variable: str, default: str) -> list[str]:
-    """The variants named in ``variable`` (comma-separated, or ``all``), else ``default``."""
-    raw = os.environ.get(variable) or default
-    known = all_variants()
-    chosen = known if raw.strip() == "all" else [name.strip() for name in raw.split(",") if name.strip()]
-    unknown = sorted(set(chosen) - set(known))
-    if unknown:
-        raise ValueError(f"{variable}: unknown variant(s) {unknown}; valid: {', '.join(known)} or all")
-    return chosen
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def docker(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=check, errors="replace"
-    )
-
-
-def make(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["make", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
-    )
+    """``docker <args>`` on anything (images, networks, a stack's containers); ``check``: a failure
+    fails the test with what Docker said."""
+    result = run(["docker", *args], timeout=timeout)
+    assert not check or result.returncode == 0, f"docker {' '.join(args)}: {result.stderr}"
+    return result
 
 
 @dataclass(frozen=True)
@@ -87,83 +63,24 @@ print(json.dumps({name: getattr(s, name) for name in (
 """
 
 
-@dataclass(frozen=True)
-class Stack:
-    server: str
-    project: str
-    http_port: int
-    https_port: int | None = None  # set when the stack runs with TLS=1
+class Stack(stackctl.Stack):
+    """The stack as these tests read it: what the app and Nginx enforce, as they were configured."""
 
-    @property
-    def tls(self) -> bool:
-        return self.https_port is not None
-
-    @property
-    def port(self) -> int:
-        """The port clients use: HTTPS when TLS is on (plain HTTP only redirects there)."""
-        return self.https_port if self.https_port is not None else self.http_port
-
-    @property
-    def base_url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://{HOST}:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"{'wss' if self.tls else 'ws'}://{HOST}:{self.port}"
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """Trusts the stack's own certificate, and only it."""
+        return ssl.create_default_context(cafile=str(TLS_CERTIFICATE)) if self.tls else None
 
     @property
     def origin(self) -> str:
         """The Origin a browser on the site's page sends."""
         return self.base_url
 
-    def ssl_context(self) -> ssl.SSLContext | None:
-        """Trusts the stack's own certificate, and only it."""
-        return ssl.create_default_context(cafile=str(TLS_CERTIFICATE)) if self.tls else None
-
-    # --- Docker -------------------------------------------------------------------------------------
-
-    def containers(self, service: str | None = None, *, stopped: bool = False) -> list[str]:
-        filters = ["--filter", f"label=com.docker.compose.project={self.project}"]
-        if service:
-            filters += ["--filter", f"label=com.docker.compose.service={service}"]
-        return docker("ps", "-q", *(["-a"] if stopped else []), *filters).stdout.split()
-
-    def inspect(self, containers: list[str]) -> list[dict[str, Any]]:
-        return json.loads(docker("inspect", *containers).stdout) if containers else []
-
-    def app_services(self) -> list[str]:
-        """The services running the app image's servers: app, and ws with the gunicorn variant."""
-        return ["app", "ws"] if self.containers("ws") else ["app"]
-
-    def logs(self, service: str) -> str:
-        """Everything the containers of one service wrote, stdout and stderr."""
-        out = []
-        for container in self.containers(service, stopped=True):
-            result = docker("logs", container)
-            out += [result.stdout, result.stderr]
-        return "\n".join(out)
-
-    def exec_python(self, service: str, script: str) -> str:
-        """Runs a Python script in the first running container of ``service``; its stdout."""
-        [container, *_] = self.containers(service)
-        result = subprocess.run(
-            ["docker", "exec", "-i", container, "python", "-"],
-            input=script,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr
-        return result.stdout
-
     def app_settings(self) -> dict[str, Any]:
-        return json.loads(self.exec_python("app", SETTINGS_SCRIPT))
+        return json.loads(self.exec_python(self.containers("app")[0], SETTINGS_SCRIPT))
 
     def nginx_config(self) -> str:
         """Nginx's rendered config (all files), as the running container uses it."""
-        [container] = self.containers("nginx")
-        return docker("exec", container, "sh", "-c", "cat /tmp/nginx/conf/*.conf").stdout
+        return self.exec("nginx", "sh", "-c", "cat /tmp/nginx/conf/*.conf")
 
     @functools.cached_property
     def limits(self) -> Limits:

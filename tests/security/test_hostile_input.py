@@ -222,7 +222,7 @@ def test_still_serving_after_the_hostile_input(stack: Stack, bystander: ClientCo
     with http_client(stack) as client:
         assert client.get("/readyz").status_code == 200
     # Nothing crashed or restarted, and nobody got a 5xx, from Nginx or from the app behind it.
-    for container in stack.inspect(stack.containers()):
+    for container in map(stack.inspect, stack.containers()):
         state = container["State"]
         assert state["Running"] and not state["OOMKilled"], (container["Name"], state)
         assert container["RestartCount"] == 0, container["Name"]

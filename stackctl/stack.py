@@ -1,0 +1,190 @@
+"""One compose project of the stack, brought up and down with the Makefile exactly as a user would.
+
+``make up`` builds the image if needed, starts everything and waits until it is healthy; ``make
+clean`` removes the project with its volumes. Every compose command goes through ``make compose
+ARGS=...``, so it runs with the project, files and profiles ``make up`` used; every other command
+is ``docker`` on this project's containers only (by compose's project label).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from stackctl.host import LOOPBACK, run
+from stackctl.registry import ROOT, registry
+
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+UP_TIMEOUT = 900.0  # a first `make up` builds the image
+COMMAND_TIMEOUT = 600.0
+
+# What the caller's environment must not pass on to the stack: make's own variables (when run from
+# `make test` or `make bench`), the Makefile's per-stack exports (this stack sets its own), the test
+# run's settings (pytest-env's throwaway key and log level), and the load generator's options.
+_NOT_INHERITED = frozenset(
+    {
+        "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES",
+        "SERVER", "WS_SERVER", "WS_HOST", "TLS", "HTTP_PORT", "HTTPS_PORT", "REPLICAS", "PROJECT",
+        "DJANGO_SECRET_KEY", "DJANGO_HTTPS", "DJANGO_SETTINGS_MODULE", "LOG_LEVEL",
+        "SCENARIO",
+    }
+)  # fmt: skip
+_NOT_INHERITED_PREFIXES = ("LT_", "LOCUST_")
+
+
+class StackError(RuntimeError):
+    """The stack did not come up (or go away); the message carries what make and Docker said."""
+
+
+def inherited_environment(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The caller's environment without what would leak its own choices into the stack."""
+    return {
+        key: value
+        for key, value in environ.items()
+        if key not in _NOT_INHERITED and not key.startswith(_NOT_INHERITED_PREFIXES)
+    }
+
+
+@dataclass
+class Stack:
+    server: str  # a variant of deploy/servers.txt
+    project: str  # the compose project: never the user's own stack (realtime-django)
+    http_port: int  # published on the loopback address
+    replicas: int = 1
+    https_port: int | None = None  # set: the stack runs with TLS=1
+    env: Mapping[str, str] = field(default_factory=dict)  # for make and compose (WEB_CONCURRENCY, ...)
+
+    # --- Make and compose ------------------------------------------------------------------------
+
+    def make_variables(self) -> list[str]:
+        """The Makefile variables that select this stack."""
+        variables = [
+            f"SERVER={self.server}",
+            f"PROJECT={self.project}",
+            f"HTTP_PORT={self.http_port}",
+            f"REPLICAS={self.replicas}",
+        ]
+        if self.https_port is not None:
+            return [*variables, "TLS=1", f"HTTPS_PORT={self.https_port}"]
+        return [*variables, "TLS=0"]
+
+    def environment(self) -> dict[str, str]:
+        return {**inherited_environment(), **self.env}
+
+    def make(self, *args: str, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:
+        """``make <args>`` with this stack's variables; the completed process (its returncode)."""
+        return run(
+            ["make", "--no-print-directory", *args, *self.make_variables()],
+            timeout=timeout,
+            cwd=ROOT,
+            env=self.environment(),
+        )
+
+    def compose(self, *args: str, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:
+        return self.make("compose", f"ARGS={shlex.join(args)}", timeout=timeout)
+
+    def up(self) -> None:
+        """Start (or rescale to ``replicas``) and wait until every container is healthy."""
+        result = self.make("up", timeout=UP_TIMEOUT)
+        if result.returncode != 0:
+            states = run(["docker", "ps", "-a", "--filter", f"label={PROJECT_LABEL}={self.project}"])
+            raise StackError(
+                f"make up {' '.join(self.make_variables())} failed (exit {result.returncode}):\n"
+                f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}\n{states.stdout}"
+            )
+
+    def clean(self) -> None:
+        """Remove the project, its volumes included (also one an interrupted run left behind)."""
+        result = self.make("clean")
+        if result.returncode != 0:
+            raise StackError(f"make clean failed (exit {result.returncode}): {result.stderr[-4000:]}")
+
+    # --- Services and containers -----------------------------------------------------------------
+
+    @property
+    def ws_service(self) -> str:
+        """The compose service serving /ws/: the app itself, or the sidecar of a WSGI variant."""
+        return "app" if registry()[self.server] == self.server else "ws"
+
+    @property
+    def app_services(self) -> list[str]:
+        """The services running the app image's servers: app, and ws for a WSGI variant."""
+        return sorted({"app", self.ws_service})
+
+    def containers(self, service: str | None = None, *, running: bool = True) -> list[str]:
+        """IDs of the project's containers (of one service), running or (``running=False``) all."""
+        filters = ["--filter", f"label={PROJECT_LABEL}={self.project}"]
+        if service:
+            filters += ["--filter", f"label={SERVICE_LABEL}={service}"]
+        result = self.docker("ps", "-q", "--no-trunc", *([] if running else ["-a"]), *filters)
+        return sorted(result.stdout.split())
+
+    def container(self, service: str) -> str:
+        """The one running container of ``service`` (redis, postgres, nginx, or a single replica)."""
+        found = self.containers(service)
+        if len(found) != 1:
+            raise StackError(f"{self.project}: {len(found)} running containers of {service}, expected 1")
+        return found[0]
+
+    def inspect(self, container: str) -> dict[str, Any]:
+        return json.loads(self.docker("inspect", container).stdout)[0]
+
+    def docker(self, *args: str, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:
+        """``docker <args>``; a failure raises StackError with what Docker said."""
+        result = run(["docker", *args], timeout=timeout)
+        if result.returncode != 0:
+            raise StackError(f"docker {shlex.join(args)}: {result.stderr.strip()}")
+        return result
+
+    def exec(self, service: str, *command: str, timeout: float = 60) -> str:
+        """Run ``command`` in the one container of ``service``; its stdout."""
+        return self.docker("exec", self.container(service), *command, timeout=timeout).stdout
+
+    def exec_python(self, container: str, script: str, timeout: float = 120) -> str:
+        """Run a Python script in ``container`` (the app image has Django and websockets); its stdout."""
+        result = run(["docker", "exec", "-i", container, "python", "-"], input=script, timeout=timeout)
+        if result.returncode != 0:
+            raise StackError(f"python in {container[:12]} failed: {result.stderr[-4000:]}")
+        return result.stdout
+
+    def container_logs(self, container: str, *, tail: int | None = None, timestamps: bool = False) -> str:
+        """What one container wrote, stdout and stderr interleaved."""
+        options = [*(["--tail", str(tail)] if tail else []), *(["--timestamps"] if timestamps else [])]
+        return run(["docker", "logs", *options, container], timeout=60, merged=True).stdout
+
+    def logs(self, service: str) -> str:
+        """Everything the containers of ``service`` wrote, stopped ones included."""
+        return "\n".join(self.container_logs(c) for c in self.containers(service, running=False))
+
+    def logs_report(self, tail: int | None = None) -> str:
+        """Every container's log under its name, for a failure's report (the stack is gone after)."""
+        parts = []
+        for container in self.containers(running=False):
+            name = self.inspect(container)["Name"].lstrip("/")
+            parts.append(f"===== {name}\n{self.container_logs(container, tail=tail, timestamps=True)}")
+        return "\n".join(parts)
+
+    # --- Addresses ---------------------------------------------------------------------------------
+
+    @property
+    def tls(self) -> bool:
+        return self.https_port is not None
+
+    @property
+    def port(self) -> int:
+        """The port clients use: HTTPS when TLS is on (plain HTTP then only redirects there)."""
+        return self.https_port if self.https_port is not None else self.http_port
+
+    @property
+    def base_url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{LOOPBACK}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"{'wss' if self.tls else 'ws'}://{LOOPBACK}:{self.port}"

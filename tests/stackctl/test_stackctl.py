@@ -1,0 +1,72 @@
+"""The stack driver's pure parts: the registry, the variant selection, a stack's settings and URLs."""
+
+import socket
+
+import pytest
+
+from stackctl import (
+    SERVERS_FILE,
+    Stack,
+    free_port,
+    inherited_environment,
+    registry,
+    selected_variants,
+    variants,
+)
+
+
+def test_registry_is_read_from_deploy_servers_in_its_order():
+    listed = [line.split()[0] for line in SERVERS_FILE.read_text().splitlines() if line.split()]
+    assert variants() == [name for name in listed if not name.startswith("#")]
+    assert {"daphne", "uvicorn", "hypercorn", "granian", "gunicorn", "gunicorn-asgi"} <= set(variants())
+    # Every variant's WebSockets are served by a variant of the registry (itself, or a sidecar).
+    assert set(registry().values()) <= set(variants())
+    assert registry()["uvicorn"] == "uvicorn" and registry()["gunicorn"] != "gunicorn"
+
+
+def test_selected_variants_by_name_or_all(monkeypatch):
+    monkeypatch.delenv("SOME_VARIANTS", raising=False)
+    assert selected_variants("SOME_VARIANTS", "daphne gunicorn") == ["daphne", "gunicorn"]
+    monkeypatch.setenv("SOME_VARIANTS", "uvicorn,granian")
+    assert selected_variants("SOME_VARIANTS", "daphne") == ["uvicorn", "granian"]
+    monkeypatch.setenv("SOME_VARIANTS", "all")
+    assert selected_variants("SOME_VARIANTS", "daphne") == variants()
+
+
+def test_an_unknown_variant_is_refused_with_the_valid_ones(monkeypatch):
+    monkeypatch.setenv("SOME_VARIANTS", "uvicorn nginx-unit")
+    refused = r"SOME_VARIANTS: unknown variant\(s\) \['nginx-unit'\]; valid: daphne"
+    with pytest.raises(ValueError, match=refused):
+        selected_variants("SOME_VARIANTS", "all")
+
+
+def test_inherited_environment_drops_what_would_leak_into_a_stack():
+    env = inherited_environment(
+        {"PATH": "/bin", "SERVER": "daphne", "MAKEFLAGS": "SERVER=daphne", "LT_CHAT_ROOMS": "9",
+         "LOCUST_HOST": "http://elsewhere", "SCENARIO": "chat", "NGINX_IMAGE": "mirror/nginx",
+         "LOG_LEVEL": "WARNING", "DJANGO_SECRET_KEY": "test-only", "HTTP_PORT": "8000"}
+    )  # fmt: skip
+    assert env == {"PATH": "/bin", "NGINX_IMAGE": "mirror/nginx"}
+
+
+def test_a_stack_is_selected_by_make_variables():
+    plain = Stack("uvicorn", "rtd-x", 18000, replicas=2)
+    assert plain.make_variables() == [
+        *("SERVER=uvicorn", "PROJECT=rtd-x", "HTTP_PORT=18000", "REPLICAS=2", "TLS=0")
+    ]
+    assert (plain.base_url, plain.ws_url) == ("http://127.0.0.1:18000", "ws://127.0.0.1:18000")
+    tls = Stack("uvicorn", "rtd-x", 18000, https_port=18443)
+    assert tls.make_variables()[-2:] == ["TLS=1", "HTTPS_PORT=18443"]
+    assert (tls.port, tls.base_url, tls.ws_url) == (18443, "https://127.0.0.1:18443", "wss://127.0.0.1:18443")
+
+
+def test_the_websocket_service_follows_the_registry():
+    asgi, wsgi = Stack("uvicorn", "p", 1), Stack("gunicorn", "p", 1)
+    assert (asgi.ws_service, asgi.app_services) == ("app", ["app"])
+    assert (wsgi.ws_service, wsgi.app_services) == ("ws", ["app", "ws"])
+
+
+def test_free_port_can_be_bound():
+    port = free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
