@@ -270,7 +270,8 @@ PLACES = [
     Place("deploy/k8s/base/config.env", env_file),
     Place("deploy/k8s/base", kubernetes_env, may_define_none=True),
     Place("deploy/systemd/env.example", env_file),
-    # A copy of the start files' values, gone once the harness runs the start files themselves.
+    # The harness runs the start files with values of its own (a short graceful stop), and its
+    # tests send messages of the start files' default size.
     Place("tests/harness/app.py", module_constants, may_define_none=True),
 ]
 

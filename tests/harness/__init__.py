@@ -17,11 +17,12 @@ Environment: ``HARNESS_KEEP=1`` keeps every temp dir (data, logs) for a post-mor
 """
 
 from tests.harness._process import HarnessError, Service, live_services, wait_until
-from tests.harness.app import SERVERS, AppServer
+from tests.harness.app import HTTP_SERVERS, SERVERS, AppServer
 from tests.harness.postgres import PostgresServer
 from tests.harness.redis import RedisServer
 
 __all__ = [
+    "HTTP_SERVERS",
     "SERVERS",
     "AppServer",
     "HarnessError",

@@ -1,4 +1,4 @@
-"""The app under one of the real ASGI servers, on a free loopback port."""
+"""The app under one of the stack's servers, run by its start file, on a free loopback port."""
 
 from __future__ import annotations
 
@@ -7,74 +7,37 @@ import os
 import sys
 from pathlib import Path
 
+from stackctl import registry, variants
 from tests.harness._process import HarnessError, Service
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # HARNESS_APP_DIR runs another copy of the app (e.g. a patched one) with the same tests.
 APP_DIR = Path(os.environ.get("HARNESS_APP_DIR") or REPO_ROOT / "app")
-ASGI_APP = "config.asgi:application"
+START_FILES = REPO_ROOT / "deploy" / "servers"  # deploy/servers/<name>.sh: how each server runs
 TEST_SECRET_KEY = "harness-only-secret-key-never-used-outside-tests-0123456789abcdef"
 
-# Every server the stack runs over ASGI. The command lines follow deploy/servers/<name>.sh (same
-# WebSocket size limit, pings, proxy-header and lifespan settings), with two differences: one
-# process, bound to 127.0.0.1. Proxy headers are left to the app (TRUSTED_PROXIES): uvicorn, which
-# would otherwise rewrite the client address itself for 127.0.0.1, is told not to.
-SERVERS = ("uvicorn", "daphne", "hypercorn", "granian")
-DAPHNE_RUNNER = REPO_ROOT / "deploy" / "bin" / "run_daphne.py"  # Daphne with its close codes fixed
-WS_MAX_MESSAGE_BYTES = 65_536
-WS_PING_INTERVAL = 20
+# Each server runs from its own start file, as in production, with four differences: one process,
+# listening on 127.0.0.1, its access log on, and a short graceful stop. SERVERS serve WebSockets
+# themselves (every variant of deploy/servers.txt but the WSGI one, whose WebSockets go to a
+# sidecar); HTTP_SERVERS are every variant.
+HTTP_SERVERS = tuple(variants())
+SERVERS = tuple(name for name, ws_server in registry().items() if ws_server == name)
+PROCESSES = 1
 GRACEFUL_TIMEOUT = 5
+WS_MAX_MESSAGE_BYTES = 65_536  # the start files' default (common.sh)
 LAYER_BACKEND_ENV = "TEST_CHANNEL_LAYER_BACKEND"
-
-
-def server_command(server: str, python: str, port: int, workdir: Path) -> list[str]:
-    """The command serving the app on 127.0.0.1:port; ``workdir`` takes any config file it needs."""
-    host = "127.0.0.1"
-    size = str(WS_MAX_MESSAGE_BYTES)
-    ping = str(WS_PING_INTERVAL)
-    grace = str(GRACEFUL_TIMEOUT)
-    if server == "uvicorn":
-        return [
-            python, "-m", "uvicorn", ASGI_APP, "--host", host, "--port", str(port),
-            "--ws", "wsproto", "--ws-max-size", size,
-            "--ws-ping-interval", ping, "--ws-ping-timeout", ping, "--ws-per-message-deflate", "false",
-            "--timeout-graceful-shutdown", grace, "--no-proxy-headers", "--lifespan", "off",
-        ]  # fmt: skip
-    if server == "daphne":
-        runner = [python, str(DAPHNE_RUNNER)] if DAPHNE_RUNNER.exists() else [python, "-m", "daphne"]
-        return [
-            *runner, "-b", host, "-p", str(port),
-            "--websocket-max-message-size", size, "--websocket-max-frame-size", size,
-            "--ping-interval", ping, "--ping-timeout", ping, "--websocket_timeout", "-1",
-            "--application-close-timeout", grace, "--access-log", "-", ASGI_APP,
-        ]  # fmt: skip
-    if server == "hypercorn":
-        config = workdir / "hypercorn.toml"
-        config.write_text(
-            f'bind = ["{host}:{port}"]\n'
-            f"workers = 1\n"
-            f"websocket_max_message_size = {size}\n"
-            f"websocket_ping_interval = {ping}\n"
-            f"graceful_timeout = {grace}\n"
-            'accesslog = "-"\n'
-            'errorlog = "-"\n'
-        )
-        return [python, "-m", "hypercorn", "--config", str(config), ASGI_APP]
-    if server == "granian":
-        return [
-            python, "-m", "granian", "--interface", "asgi", "--host", host, "--port", str(port),
-            "--workers", "1", "--http", "1", "--ws", "--no-reload", "--access-log", ASGI_APP,
-        ]  # fmt: skip
-    raise HarnessError(f"unknown server {server!r}; known: {', '.join(SERVERS)}")
-
 
 _INHERITED_PREFIXES_DROPPED = (
     "DJANGO_", "DATABASE_", "REDIS_", "CHANNEL_LAYER_", "CHAT_", "WS_", "READINESS_", "LOG_",
-    "SQLITE_", "STATIC_", "GRANIAN_", "UVICORN_", "HYPERCORN_", "GUNICORN_",
+    "SQLITE_", "STATIC_", "GRANIAN_", "UVICORN_", "HYPERCORN_", "GUNICORN_", "DAPHNE_",
 )  # fmt: skip
 _INHERITED_NAMES_DROPPED = frozenset(
-    {"SERVER", "TRUSTED_PROXIES", "FORWARDED_ALLOW_IPS", "REQUEST_BODY_MAX_BYTES", "PORT", "WEB_CONCURRENCY"}
-)
+    {
+        "SERVER", "TRUSTED_PROXIES", "FORWARDED_ALLOW_IPS", "REQUEST_BODY_MAX_BYTES", "PORT",
+        "WEB_CONCURRENCY", "BIND_HOST", "GRACEFUL_TIMEOUT", "KEEPALIVE_TIMEOUT", "SERVER_ACCESS_LOG",
+        "ASGI_FAST_PATH", "PYTHONPATH",
+    }
+)  # fmt: skip
 
 
 class AppServer(Service):
@@ -95,8 +58,8 @@ class AppServer(Service):
         app_dir: Path = APP_DIR,
         collectstatic: bool = True,
     ) -> None:
-        if server not in SERVERS:
-            raise HarnessError(f"unknown server {server!r}; known: {', '.join(SERVERS)}")
+        if server not in HTTP_SERVERS:
+            raise HarnessError(f"unknown server {server!r}; known: {', '.join(HTTP_SERVERS)}")
         self.server = server
         self.name = server
         self.database_url = database_url
@@ -146,7 +109,16 @@ class AppServer(Service):
                 "TRUSTED_PROXIES": "127.0.0.1/32",
                 "STATIC_ROOT": str(self.tmp / "static"),
                 "LOG_LEVEL": "INFO",
-                "WS_MAX_MESSAGE_BYTES": str(WS_MAX_MESSAGE_BYTES),
+                # The start file's own variables: its commands from this interpreter's virtualenv,
+                # the app importable as in the image (PYTHONPATH=/opt/stack/app).
+                "PATH": f"{Path(self.python).parent}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+                "PYTHONPATH": str(self.app_dir),
+                "BIND_HOST": "127.0.0.1",
+                "PORT": str(self.port),
+                "WEB_CONCURRENCY": str(PROCESSES),
+                "GRACEFUL_TIMEOUT": str(GRACEFUL_TIMEOUT),
+                "SERVER_ACCESS_LOG": "1",
+                "TMPDIR": str(self.tmp),  # Hypercorn's start file writes its config file there
                 "PYTHONUNBUFFERED": "1",
                 "PYTHONDONTWRITEBYTECODE": "1",
             }
@@ -157,8 +129,6 @@ class AppServer(Service):
             env["SQLITE_PATH"] = str(self.tmp / "db.sqlite3")  # never the repository's app/db.sqlite3
         if self.redis_url:
             env["REDIS_URL"] = self.redis_url
-        if self.server == "granian":  # no WebSocket pings in granian: the app sends heartbeats
-            env["WS_APP_HEARTBEAT"] = str(WS_PING_INTERVAL)
         # The whole suite can run on the other channel layer: TEST_CHANNEL_LAYER_BACKEND=core|pubsub.
         backend = os.environ.get(LAYER_BACKEND_ENV)
         if backend:
@@ -179,7 +149,7 @@ class AppServer(Service):
             self.run_step([*manage, "collectstatic", "--noinput", "-v", "0"], **options)
 
     def command(self) -> list[str]:
-        return server_command(self.server, self.python, self.port, self.tmp)
+        return [str(START_FILES / f"{self.server}.sh")]
 
     def ready(self) -> bool:
         try:

@@ -7,7 +7,7 @@ from collections.abc import Generator, Iterator
 import psycopg
 import pytest
 
-from tests.harness import SERVERS, AppServer, PostgresServer, RedisServer, live_services
+from tests.harness import HTTP_SERVERS, SERVERS, AppServer, PostgresServer, RedisServer, live_services
 
 
 @pytest.fixture(scope="session")
@@ -22,13 +22,25 @@ def postgres_server() -> Iterator[PostgresServer]:
         yield postgres
 
 
+def serving(server: str, redis: RedisServer, postgres: PostgresServer) -> Iterator[AppServer]:
+    with AppServer(server, redis_url=redis.url, database_url=postgres.url) as app:
+        yield app
+
+
 @pytest.fixture(scope="module", params=SERVERS)
 def app_server(
     request: pytest.FixtureRequest, redis_server: RedisServer, postgres_server: PostgresServer
 ) -> Iterator[AppServer]:
-    """The app under each server in turn, on the session's Redis and PostgreSQL."""
-    with AppServer(request.param, redis_url=redis_server.url, database_url=postgres_server.url) as app:
-        yield app
+    """The app under each server that serves WebSockets, on the session's Redis and PostgreSQL."""
+    yield from serving(request.param, redis_server, postgres_server)
+
+
+@pytest.fixture(scope="module", params=HTTP_SERVERS)
+def http_server(
+    request: pytest.FixtureRequest, redis_server: RedisServer, postgres_server: PostgresServer
+) -> Iterator[AppServer]:
+    """The app under every server, the WSGI one included, for what is HTTP only."""
+    yield from serving(request.param, redis_server, postgres_server)
 
 
 @pytest.fixture
