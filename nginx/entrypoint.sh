@@ -176,6 +176,12 @@ tls_fingerprint() {
 }
 
 # --- Rendering ------------------------------------------------------------------------------------
+# The official image (and its stand-in, deploy/offline) can render /etc/nginx/templates/*.template
+# with envsubst once, at start. This script renders on its own because what it writes depends on
+# more than the environment: the settings are checked first (a bad value stops the container with
+# its name), HTTP/2 is switched on with the directive the installed nginx knows (`http2 on;` from
+# 1.25.1, `listen ... http2` on the stand-in's 1.22), and upstreams.conf is rendered again whenever
+# the app's addresses change (the watcher below), not only at start.
 
 nginx_at_least() {  # MAJOR MINOR PATCH: is the installed nginx at least this version?
     nginx -v 2>&1 | sed -n 's|.*nginx/\([0-9.]*\).*|\1|p' |
