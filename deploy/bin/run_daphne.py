@@ -44,6 +44,8 @@ from twisted.internet import defer
 logger = logging.getLogger("daphne.server")
 
 # Seconds a close frame waits for the client's answer: the websockets library's default close_timeout.
+# (A connection closed because the server stops waits less, within the stop grace period:
+# core.consumers.CLOSE_HANDSHAKE_TIMEOUT.)
 CLOSE_HANDSHAKE_TIMEOUT = 10
 
 

@@ -107,7 +107,8 @@ def tls_stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
 @pytest.fixture(scope="session")
 def app_image() -> str:
     """The app image as `make build` makes it (the build is cached when a stack was brought up)."""
-    build = Stack(server="gunicorn", project=PROJECT, http_port=free_port()).make("build")
+    # One image serves every variant: any of them names the build.
+    build = Stack(server=VARIANTS[0], project=PROJECT, http_port=free_port()).make("build")
     assert build.returncode == 0, build.stderr[-4000:]
     image = os.environ.get("APP_IMAGE") or "realtime-django-stack:local"  # compose.yaml's default
     assert subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode == 0
