@@ -236,6 +236,11 @@ loadtest: check-server venv ## Locust headless on the stack (up if needed): make
 	$(PY) -m loadtests.bench.loadtest --server $(SERVER) --scenario $(SCENARIO) --replicas $(REPLICAS) \
 	  --project $(PROJECT) --port $(HTTP_PORT) $(if $(USERS),--users $(USERS)) $(if $(DURATION),--duration $(DURATION))
 
+.PHONY: profile
+profile: check-server venv ## Where a request's CPU goes: make profile SERVER=x [ENDPOINT=/api/ping] [DURATION=20s] [HELLO=1] (py-spy on the host)
+	$(PY) -m loadtests.bench.profile --server $(SERVER) --project $(PROJECT) --port $(HTTP_PORT) \
+	  --endpoint $(or $(ENDPOINT),/api/ping) --duration $(or $(DURATION),20s) $(if $(filter 1,$(HELLO)),--hello)
+
 .PHONY: bench
 bench: venv ## Every variant side by side: results/<timestamp>/report.md (BENCH_QUICK=1: a short check; .env.example: BENCH_*)
 	$(PY) -m loadtests.bench

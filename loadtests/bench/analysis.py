@@ -10,12 +10,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from loadtests.bench.results import Measurement, Results, Run
 from loadtests.bench.stats import Spread, at_ceiling, ratio, spread
 from loadtests.lib import names
 
 NGINX_FIXED = "nginx-fixed"
 ASGI_HELLO = "asgi-hello"
-CEILING_TARGETS = (NGINX_FIXED, ASGI_HELLO)
+NGINX_STATIC = (
+    "nginx-static"  # the stack's Nginx serving a static file: every variant's figure, measured once
+)
+CEILING_TARGETS = (NGINX_FIXED, ASGI_HELLO, NGINX_STATIC)
 
 
 @dataclass(frozen=True)
@@ -57,23 +61,20 @@ class Figures:
         return self.failures / self.requests if self.requests else 0.0
 
 
-def _ok(run: Mapping[str, Any], row: str) -> bool:
-    return "error" not in run and row in run.get("rows", {})
-
-
-def _extra(scenario: str, row: str, runs: list[Mapping[str, Any]]) -> dict[str, Spread]:
+def _extra(scenario: str, row: str, runs: list[Run]) -> dict[str, Spread]:
     extra: dict[str, Spread] = {}
+    rows = [run.rows or {} for run in runs]
     if scenario == "chat":
-        acks = [run["rows"][names.CHAT_ACK] for run in runs if names.CHAT_ACK in run["rows"]]
+        acks = [found[names.CHAT_ACK] for found in rows if names.CHAT_ACK in found]
         if acks:
-            extra["ack_p50"] = spread(row["p50_ms"] for row in acks)
-            extra["ack_p99"] = spread(row["p99_ms"] for row in acks)
+            extra["ack_p50"] = spread(ack["p50_ms"] for ack in acks)
+            extra["ack_p99"] = spread(ack["p99_ms"] for ack in acks)
     if scenario == "capacity":
-        ramps = [run["rows"][row]["ramp_rps"] for run in runs if "ramp_rps" in run["rows"].get(row, {})]
+        ramps = [found[row]["ramp_rps"] for found in rows if "ramp_rps" in found.get(row, {})]
         if ramps:
             extra["handshake_rate"] = spread(ramps)
         memory = [
-            run["memory"] for run in runs if run.get("memory", {}).get("bytes_per_connection") is not None
+            run.memory for run in runs if run.memory and run.memory.get("bytes_per_connection") is not None
         ]
         if memory:
             extra["sockets"] = spread(report["connections"] for report in memory)
@@ -81,36 +82,36 @@ def _extra(scenario: str, row: str, runs: list[Mapping[str, Any]]) -> dict[str, 
     return extra
 
 
-def summarize(measurement: Mapping[str, Any]) -> Figures | None:
+def summarize(measurement: Measurement) -> Figures | None:
     """The figures of one measurement, or None when no run produced any."""
-    row = measurement["row"]
-    runs = [run for run in measurement["runs"] if _ok(run, row)]
+    row = measurement.row
+    runs = measurement.measured()
     if not runs:
         return None
-    measured = [run["rows"][row] for run in runs]
+    measured = [(run.rows or {})[row] for run in runs]
     samples: list[str] = []
     for run in runs:
-        samples += [s for s in run.get("failure_samples", []) if s not in samples]
+        samples += [s for s in run.failure_samples or [] if s not in samples]
     return Figures(
-        kind=measurement.get("kind", "variant"),
-        target=measurement["target"],
-        profile=measurement.get("profile", ""),
-        scenario=measurement["scenario"],
-        case=measurement["case"],
-        tool=measurement["tool"],
+        kind=measurement.kind,
+        target=measurement.target,
+        profile=measurement.profile,
+        scenario=measurement.scenario,
+        case=measurement.case,
+        tool=measurement.tool,
         row=row,
         runs=len(runs),
-        failed_runs=len(measurement["runs"]) - len(runs),
+        failed_runs=len(measurement.runs) - len(runs),
         rps=spread(r["rps"] for r in measured),
         p50=spread(r["p50_ms"] for r in measured),
         p95=spread(r["p95_ms"] for r in measured),
         p99=spread(r["p99_ms"] for r in measured),
-        requests=sum(r["requests"] for r in measured),
-        failures=sum(r["failures"] for r in measured),
-        other_failures=sum(
-            other["failures"] for run in runs for name, other in run["rows"].items() if name != row
+        requests=int(sum(r["requests"] for r in measured)),
+        failures=int(sum(r["failures"] for r in measured)),
+        other_failures=int(
+            sum(other["failures"] for run in runs for name, other in (run.rows or {}).items() if name != row)
         ),
-        extra=_extra(measurement["scenario"], row, runs),
+        extra=_extra(measurement.scenario, row, runs),
         failure_samples=tuple(samples[:5]),
     )
 
@@ -149,10 +150,10 @@ def hello_for(figures: Figures, everything: list[Figures]) -> Figures | None:
     return _find(everything, ASGI_HELLO, figures.scenario, figures.tool)
 
 
-def analyse(results: Mapping[str, Any]) -> list[Figures]:
+def analyse(results: Results) -> list[Figures]:
     """Every measurement with figures, in the order measured, marked against the ceiling."""
-    threshold = float(results.get("settings", {}).get("generator_threshold", 0.8))
-    plain = [f for f in (summarize(m) for m in results.get("measurements", [])) if f is not None]
+    threshold = float(results.settings.get("generator_threshold", 0.8))
+    plain = [f for f in (summarize(m) for m in results.measurements) if f is not None]
     marked = []
     for figures in plain:
         changes: dict[str, Any] = {}

@@ -7,7 +7,6 @@ generator's limit rather than the server's; far above them (HTTP) it is stated i
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
@@ -17,19 +16,20 @@ import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 
 from loadtests.bench.analysis import ASGI_HELLO, NGINX_FIXED, Figures
+from loadtests.bench.results import Results
 from loadtests.bench.stats import Spread
 
 CHART_DIR = "charts"
 DPI = 110
 
 
-def _series(figures: Sequence[Figures], results: dict[str, Any]) -> list[tuple[str, str, str]]:
+def _series(figures: Sequence[Figures], results: Results) -> list[tuple[str, str, str]]:
     """(target, profile, label) of every variant in the order run."""
-    profiles = [p["name"] for p in results.get("settings", {}).get("profiles", [])] or ["default"]
+    profiles = [p["name"] for p in results.settings.get("profiles", [])] or ["default"]
     measured = {(f.target, f.profile) for f in figures if f.kind == "variant"}
     return [
         (s, p, s if len(profiles) == 1 else f"{s} · {p}")
-        for s in results.get("settings", {}).get("servers", [])
+        for s in results.settings.get("servers", [])
         for p in profiles
         if (s, p) in measured
     ]
@@ -142,7 +142,7 @@ def _http_chart(
     return _save(fig, out_dir, f"http-{tool}", rect=(0, 0.05, 1, 1))
 
 
-def draw(figures: Sequence[Figures], results: dict[str, Any], out_dir: Path) -> dict[str, str]:
+def draw(figures: Sequence[Figures], results: Results, out_dir: Path) -> dict[str, str]:
     """Draw every chart there are figures for; returns {chart name: path relative to out_dir}."""
     series = _series(figures, results)
     files: dict[str, str] = {}

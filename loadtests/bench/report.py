@@ -8,7 +8,6 @@ cannot disagree, and every figure in them is a measured one.
 """
 
 import datetime as dt
-import json
 import shlex
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,9 +16,10 @@ from typing import Any
 
 import jinja2
 
-from loadtests.bench import charts
-from loadtests.bench.analysis import ASGI_HELLO, NGINX_FIXED, Figures, analyse
+from loadtests.bench import charts, verdicts
+from loadtests.bench.analysis import ASGI_HELLO, NGINX_FIXED, NGINX_STATIC, Figures, analyse
 from loadtests.bench.progress import format_duration
+from loadtests.bench.results import Results
 from loadtests.bench.stats import Spread
 from loadtests.lib import names
 
@@ -102,10 +102,10 @@ class Section:
 class Index:
     """Figures by (target, profile, scenario, case, tool), and the variants in the order run."""
 
-    def __init__(self, figures: Sequence[Figures], results: dict[str, Any]) -> None:
+    def __init__(self, figures: Sequence[Figures], results: Results) -> None:
         self.figures = list(figures)
         self.by_key = {(f.target, f.profile, f.scenario, f.case, f.tool): f for f in figures}
-        settings = results.get("settings", {})
+        settings = results.settings
         profiles = [p["name"] for p in settings.get("profiles", [])] or ["default"]
         measured = {(f.target, f.profile) for f in figures if f.kind == "variant"}
         self.variants = [(s, p) for s in settings.get("servers", []) for p in profiles if (s, p) in measured]
@@ -171,6 +171,7 @@ def ceiling_section(index: Index, threshold: float) -> Section | None:
     described = {
         NGINX_FIXED: "Nginx answering by itself (no app)",
         ASGI_HELLO: "raw ASGI hello-world behind the stack's Nginx",
+        NGINX_STATIC: "the stack's Nginx serving a static file (the same in every variant's stack)",
     }
     rows = [
         [
@@ -380,10 +381,10 @@ def fmt_command(argv: list[str]) -> str:
     return shlex.join([Path(argv[0]).name, *argv[1:]]) if argv else ""
 
 
-def server_settings_section(index: Index, results: dict[str, Any]) -> Section | None:
+def server_settings_section(index: Index, results: Results) -> Section | None:
     """Each stage's server command line and start-file variables, as read from the running process."""
     rows = []
-    for stack in results.get("stacks", []):
+    for stack in results.stacks:
         if stack.get("kind") == "ceiling":
             label = f"{ASGI_HELLO} (ceiling)"
         else:
@@ -413,8 +414,8 @@ def key_values(pairs: Iterable[tuple[str, Any]]) -> Table:
     return Table(["", ""], [[str(k), str(v)] for k, v in pairs])
 
 
-def settings_items(results: dict[str, Any]) -> list[str]:
-    s = results.get("settings", {})
+def settings_items(results: Results) -> list[str]:
+    s = results.settings
     http, wrk, echo, chat, cap = (s.get(k, {}) for k in ("http", "wrk", "echo", "chat", "capacity"))
     profiles = "; ".join(
         f"{p['name']}: {' '.join(f'{k}={v}' for k, v in p['env'].items()) or 'no extra variables'}"
@@ -440,7 +441,8 @@ def settings_items(results: dict[str, Any]) -> list[str]:
         f"{chat.get('replicas')} app replicas so that every room spans replicas (delivery crosses Redis).",
         f"Capacity: {cap.get('sockets')} idle sockets on {cap.get('path')}, opened at "
         f"{cap.get('spawn_rate')}/s; memory (docker stats, app containers) measured "
-        f"{cap.get('settle')} s after the last one opened.",
+        f"{cap.get('settle')} s after the last one opened; one run per stack (a second run in the same "
+        "processes reuses the memory the first one grew, and measures almost none).",
         f"App containers: WEB_CONCURRENCY={s.get('web_concurrency')} server processes each, 1 replica "
         f"(chat: {chat.get('replicas')}). App profiles: {profiles}.",
         f"Nginx's per-address limits raised for the run (every user comes from one address): {limits}.",
@@ -450,10 +452,10 @@ def settings_items(results: dict[str, Any]) -> list[str]:
 
 
 def build_context(
-    results: dict[str, Any], figures: Sequence[Figures], chart_files: dict[str, str]
+    results: Results, figures: Sequence[Figures], chart_files: dict[str, str]
 ) -> dict[str, Any]:
     index = Index(figures, results)
-    settings = results.get("settings", {})
+    settings = results.settings
     threshold = float(settings.get("generator_threshold", 0.8))
     sections: list[Section] = []
 
@@ -468,6 +470,20 @@ def build_context(
                     "not the server): compare those variants with wrk's figures.",
                 ],
                 tables=[headline],
+            )
+        )
+    baseline = verdicts.baseline_tables(figures, results)
+    if baseline:
+        sections.append(
+            Section(
+                "ASGI against the WSGI baseline",
+                paragraphs=[
+                    "Each ASGI variant's median as a multiple of the WSGI variant's (same tool, same "
+                    "profile): an async view against the WSGI server's sync one, the sync view on both, "
+                    "the database endpoint on both, and Django's /api/ping against the raw ASGI "
+                    "hello-world behind the same Nginx (what Django and the server cost).",
+                ],
+                tables=[Table(columns, rows, title=title) for title, columns, rows in baseline],
             )
         )
     ceiling = ceiling_section(index, threshold)
@@ -543,33 +559,47 @@ def build_context(
     if server_settings is not None:
         sections.append(server_settings)
     sections.append(Section("How it was measured", items=settings_items(results)))
+    warmup = verdicts.warmup_table(results)
+    if warmup is not None:
+        sections.append(
+            Section(
+                "Warm-up check",
+                paragraphs=[
+                    f"Each stack had {settings.get('warmup_s')} s of unrecorded load before its first run, "
+                    "and the runs of a stage are interleaved. Were the warm-up too short, the first run "
+                    "of each figure would be slower than the later ones: below, the first run's "
+                    "throughput against the median of the later runs of the same figure.",
+                ],
+                tables=[Table(*warmup)],
+            )
+        )
     sections.append(environment_section(results))
-    notes = results.get("notes", [])
+    notes = results.notes
     if notes:
         sections.append(Section("Notes", items=[note.splitlines()[0] for note in notes]))
-    errors = results.get("errors", [])
+    errors = results.errors
     if errors:
         sections.append(
             Section(
                 "Errors",
                 paragraphs=["Runs that produced no figures are left out of the tables above."],
-                items=[f"{e['stage']} / {e['step']}: {e['message'].splitlines()[0]}" for e in errors],
+                items=[f"{e.stage} / {e.step}: {e.message.splitlines()[0]}" for e in errors],
             )
         )
     return {
         "title": "Django + Channels on every server",
-        "status": results.get("status", "unknown"),
-        "started_at": results.get("started_at", ""),
-        "finished_at": results.get("finished_at", ""),
-        "wall": format_duration(_seconds_between(results.get("started_at"), results.get("finished_at"))),
-        "command": " ".join(results.get("command", [])),
+        "status": results.status,
+        "started_at": results.started_at,
+        "finished_at": results.finished_at,
+        "wall": format_duration(_seconds_between(results.started_at, results.finished_at)),
+        "command": " ".join(results.command),
         "quick": bool(settings.get("quick")),
         "sections": sections,
     }
 
 
-def environment_section(results: dict[str, Any]) -> Section:
-    m = results.get("machine", {})
+def environment_section(results: Results) -> Section:
+    m = results.machine
     machine_table = key_values(
         [
             ("CPU", m.get("cpu_model")),
@@ -579,10 +609,8 @@ def environment_section(results: dict[str, Any]) -> Section:
         ]
     )
     machine_table.title = "Machine"
-    stack_versions = [(f"stack: {k}", v) for k, v in results.get("stack_versions", {}).items()]
-    versions = key_values(
-        stack_versions + [(f"host: {k}", v) for k, v in results.get("host_versions", {}).items()]
-    )
+    stack_versions = [(f"stack: {k}", v) for k, v in results.stack_versions.items()]
+    versions = key_values(stack_versions + [(f"host: {k}", v) for k, v in results.host_versions.items()])
     versions.title = "Versions"
     stacks = Table(
         ["stage", "server", "image", "containers", "Docker userland proxy", "compose config"],
@@ -595,7 +623,7 @@ def environment_section(results: dict[str, Any]) -> Section:
                 "yes" if s.get("docker_userland_proxy") else "no",
                 s.get("compose_config") or "not saved",
             ]
-            for s in results.get("stacks", [])
+            for s in results.stacks
         ],
         title="Stacks",
     )
@@ -627,7 +655,7 @@ def environment() -> jinja2.Environment:
 
 def render(out_dir: Path) -> list[Path]:
     """Write the charts and both reports for the ``results.json`` in ``out_dir``."""
-    results = json.loads((out_dir / "results.json").read_text())
+    results = Results.load(out_dir)
     figures = analyse(results)
     chart_files = charts.draw(figures, results, out_dir)
     context = build_context(results, figures, chart_files)

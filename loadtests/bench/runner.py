@@ -1,17 +1,18 @@
 """The bench: the generator's ceiling, then every variant under every app profile, side by side.
 
 For each stage: up (``make up``), warm-up, the measured runs (each repeated, rounds interleaved so
-that a drift of the machine spreads over every endpoint alike), down (``make clean``). Every run's
-raw figures go into ``results.json`` as soon as the stage ends; the report is rendered from that
-file alone (``loadtests.bench.report``).
+that a drift of the machine spreads over every endpoint alike), down (``make clean``). A stage whose
+stack fails runs once more from scratch. Every run's raw figures go into ``results.json`` as soon as
+the stage ends; the report is rendered from that file alone (``loadtests.bench.report``).
+
+What a run of each scenario is lives in ``scenarios``; running a tool, in ``tools``; the records, in
+``results``. This module plans the stages and drives their stacks.
 """
 
 import dataclasses
 import datetime as dt
-import json
 import math
 import os
-import re
 import shlex
 import sys
 import time
@@ -21,23 +22,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loadtests.bench import machine, procs, report
-from loadtests.bench.analysis import ASGI_HELLO, NGINX_FIXED
+from loadtests.bench import machine, procs, report, tools
+from loadtests.bench.analysis import ASGI_HELLO, NGINX_FIXED, NGINX_STATIC
 from loadtests.bench.config import BenchConfig, Profile, locust_mode, locust_workers
-from loadtests.bench.locust_csv import LocustOutputError, LocustRun, read_run, scenario_options, spawn_rate
 from loadtests.bench.progress import Progress
+from loadtests.bench.results import BenchError, Measurement, Results, Run
+from loadtests.bench.scenarios import (
+    Capacity,
+    Chat,
+    Echo,
+    HttpLocust,
+    HttpWrk,
+    Job,
+    Scenario,
+    Target,
+    slug,
+)
 from loadtests.bench.stack import (
     LOAD_TEST_LIMITS,
     Stack,
     StackError,
-    memory_pattern,
     write_override,
 )
-from loadtests.bench.wrk import WrkOutputError, WrkRun, parse_output
+from loadtests.bench.wrk import WrkRun
 from loadtests.lib import names
-from stackctl import free_port, inherited_environment
+from stackctl import free_port
 
-SCHEMA_VERSION = 1
 CEILING_DIR = Path(__file__).resolve().parent / "ceiling"
 CEILING_COMPOSE = CEILING_DIR / "compose.yaml"
 CEILING_SERVER = "uvicorn"  # the hello-world runs under this variant's own start file
@@ -49,12 +59,6 @@ CEILING_HEADER = "x-bench-ceiling"
 PLAN_UP = 45.0
 PLAN_SCALE = 30.0
 PLAN_DOWN = 10.0
-PLAN_LOCUST_START = 2.0
-PLAN_LOCUST_PROCESSES_START = 5.0
-PLAN_WRK_START = 1.0
-# Seconds a capacity run lasts past its ramp and settle time: Locust's -t also counts the memory
-# snapshot before the first socket, and each `docker stats` takes 2 s or more on a busy machine.
-CAPACITY_MARGIN = 15.0
 STAGE_ATTEMPTS = 2  # a stage whose stack fails is run once more from scratch
 
 
@@ -64,10 +68,6 @@ def _settings_from_environment() -> list[str]:
         for key, value in sorted(os.environ.items())
         if key.startswith("BENCH_") or key == "WEB_CONCURRENCY"
     ]
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "root"
 
 
 def utc_now() -> str:
@@ -97,6 +97,14 @@ class Stage:
     def name(self) -> str:
         return self.target if self.profile is None else f"{self.target} · {self.profile.name}"
 
+    @property
+    def profile_name(self) -> str:
+        return self.profile.name if self.profile else ""
+
+    @property
+    def folder(self) -> str:
+        return "ceiling" if self.kind == "ceiling" else slug(f"{self.target}-{self.profile_name}")
+
 
 class Bench:
     def __init__(self, config: BenchConfig, out_dir: Path, argv: list[str]) -> None:
@@ -104,22 +112,19 @@ class Bench:
         self.out = out_dir
         self.workers = locust_workers(config.locust_processes)
         self.stack: Stack | None = None
-        self.measurements: dict[tuple[str, str, str, str, str], dict[str, Any]] = {}
-        self.results: dict[str, Any] = {
-            "schema_version": SCHEMA_VERSION,
-            "status": "running",
-            "started_at": utc_now(),
+        self.results = Results(
+            started_at=utc_now(),
             # The command that produced the results, with the settings it took from the environment.
-            "command": [*_settings_from_environment(), "python", "-m", "loadtests.bench", *argv],
-            "machine": machine.machine(),
-            "host_versions": machine.host_versions(),
-            "stack_versions": {},
-            "settings": self._settings(),
-            "stacks": [],
-            "measurements": [],
-            "errors": [],
-            "notes": [],  # what went wrong and was recovered from (a retried `make up`)
-        }
+            command=[*_settings_from_environment(), "python", "-m", "loadtests.bench", *argv],
+            machine=machine.machine(),
+            host_versions=machine.host_versions(),
+            settings=self._settings(),
+        )
+        self.http = HttpLocust(config, self.workers)
+        self.wrk = HttpWrk(config, self.workers)
+        self.echo = Echo(config, self.workers)
+        self.capacity = Capacity(config, self.workers)
+        self.chat = Chat(config, self.workers)
 
     # --- settings and bookkeeping -------------------------------------------------------------
 
@@ -150,98 +155,59 @@ class Bench:
 
     def measurement(
         self, target: str, profile: str, scenario: str, case: str, tool: str, row: str, kind: str = "variant"
-    ) -> dict[str, Any]:
-        key = (target, profile, scenario, case, tool)
-        if key not in self.measurements:
-            self.measurements[key] = {
-                "kind": kind,
-                "target": target,
-                "profile": profile,
-                "scenario": scenario,
-                "case": case,
-                "tool": tool,
-                "row": row,
-                "runs": [],
-            }
-            self.results["measurements"].append(self.measurements[key])
-        return self.measurements[key]
+    ) -> Measurement:
+        return self.results.measurement(target, profile, scenario, case, tool, row, kind)
 
     def error(self, stage: str, step: str, message: str) -> None:
-        self.results["errors"].append({"stage": stage, "step": step, "message": message})
+        self.results.errors.append(BenchError(stage, step, message))
         print(f"    ERROR in {stage} / {step}: {message}", file=sys.stderr, flush=True)
 
     def save(self) -> Path:
-        path = self.out / "results.json"
-        path.write_text(json.dumps(self.results, indent=2) + "\n")
-        return path
+        return self.results.save(self.out)
 
-    # --- running things -----------------------------------------------------------------------
+    # --- measured runs ------------------------------------------------------------------------
 
-    def locust_planned(self, seconds: float) -> float:
-        return seconds + (PLAN_LOCUST_PROCESSES_START if self.workers else PLAN_LOCUST_START)
+    def host(self, port: int | None) -> str:
+        assert self.stack is not None
+        return f"http://127.0.0.1:{port or self.stack.port}"
 
-    def run_locust(self, run_dir: Path, run: LocustRun, row: str) -> dict[str, Any]:
-        """One Locust run; its rows (or what went wrong) as a run record."""
-        run_dir.mkdir(parents=True, exist_ok=True)
-        command = run.command(sys.executable)
-        started_at, started = utc_now(), time.monotonic()
-        result = procs.run(
-            command, timeout=run.timeout, log=run_dir / "locust.log", env=inherited_environment()
+    def measure(self, stage: Stage, job: Job) -> None:
+        """Run one job, add its run to its measurement; abort the stage if the stack died."""
+        run_dir = self.out / "runs" / stage.folder / job.folder
+        run = tools.run_tool(
+            job.command(self.host(job.target.port), run_dir), job.row, run_dir, self.out, utc_now()
         )
-        record: dict[str, Any] = {
-            "tool": "locust",
-            "started_at": started_at,
-            "seconds": round(time.monotonic() - started, 2),
-            "exit_code": result.returncode,
-            "command": [Path(part).name if part == sys.executable else part for part in command],
-            "dir": str(run_dir.relative_to(self.out)),
-        }
-        try:
-            rows, failures = read_run(run.prefix)
-        except (LocustOutputError, OSError) as exc:
-            record["error"] = f"{exc} (exit {result.returncode}; see {record['dir']}/locust.log)"
-            return record
-        record["rows"] = rows
-        record["failure_samples"] = failures
-        if result.timed_out:
-            record["error"] = f"Locust did not stop within {run.timeout:.0f} s"
-        elif result.returncode not in (0, 1):  # 1: some requests failed, which the figures show
-            record["error"] = f"Locust exited with {result.returncode} (see {record['dir']}/locust.log)"
-        elif rows.get(row, {}).get("requests", 0) == 0:
-            record["error"] = f"no {row!r} in this run (see {record['dir']}/locust.log)"
-        return record
+        if job.finish is not None:
+            job.finish(run, run_dir)
+        measurement = self.measurement(
+            job.target.name, stage.profile_name, job.scenario, job.case, job.tool, job.row, job.target.kind
+        )
+        self.add_run(measurement, run, stage)
 
-    def run_wrk(self, run_dir: Path, run: WrkRun, path: str) -> dict[str, Any]:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        command = run.command()
-        started_at, started = utc_now(), time.monotonic()
-        result = procs.run(command, timeout=run.timeout)
-        (run_dir / "wrk.txt").write_text(f"$ {' '.join(command)}\n{result.output}")
-        record: dict[str, Any] = {
-            "tool": "wrk",
-            "started_at": started_at,
-            "seconds": round(time.monotonic() - started, 2),
-            "exit_code": result.returncode,
-            "command": command,
-            "dir": str(run_dir.relative_to(self.out)),
-        }
-        try:
-            record["rows"] = {path: parse_output(result.output)}
-        except WrkOutputError as exc:
-            record["error"] = f"{exc}: {result.tail(5)}"
-        return record
-
-    def add_run(self, measurement: dict[str, Any], record: dict[str, Any], stage: Stage) -> None:
-        record["index"] = len(measurement["runs"]) + 1
-        measurement["runs"].append(record)
-        step = f"{measurement['scenario']} {measurement['case']} ({measurement['tool']})"
-        if "error" in record:
-            self.error(stage.name, step, record["error"])
-        main = record.get("rows", {}).get(measurement["row"], {})
+    def add_run(self, measurement: Measurement, run: Run, stage: Stage) -> None:
+        measurement.add(run)
+        if run.error is not None:
+            self.error(
+                stage.name, f"{measurement.scenario} {measurement.case} ({measurement.tool})", run.error
+            )
+        main = (run.rows or {}).get(measurement.row, {})
         mostly_failed = main.get("failures", 0) > main.get("requests", 0) / 2
-        if ("error" in record or mostly_failed) and self.stack is not None and not self.stack.healthy():
+        if (run.error is not None or mostly_failed) and self.stack is not None and not self.stack.healthy():
             # The rest of the stage would only measure a dead stack.
             raise StageAborted(f"the stack stopped answering on {self.stack.url}/healthz")
+
+    def steps_of(self, stage: Stage, jobs: list[Job]) -> list[Step]:
+        return [Step(job.label, job.planned, lambda job=job: self.measure(stage, job)) for job in jobs]
+
+    def warm_up_step(
+        self, stage: Stage, name: str, scenario: HttpLocust | Echo, port: int | None = None
+    ) -> Step:
+        run_dir = self.out / "runs" / stage.folder / f"warmup-{name}"
+        return Step(
+            f"warm-up {name}",
+            scenario.locust_planned(self.config.warmup),
+            lambda: tools.warm_up(scenario.warm_up(self.host(port), run_dir), run_dir),
+        )
 
     # --- stages -------------------------------------------------------------------------------
 
@@ -257,7 +223,6 @@ class Bench:
     def ceiling_stage(self) -> Stage:
         c = self.config
         stage = Stage("ceiling", "ceiling", None)
-        stage_dir = self.out / "runs" / "ceiling"
         fixed_port = free_port()
         stage.steps.append(
             Step(
@@ -266,106 +231,40 @@ class Bench:
                 lambda: self.ceiling_up(stage, fixed_port),
             )
         )
-        targets = {NGINX_FIXED: fixed_port, ASGI_HELLO: None}
-        ping = names.HTTP_ENDPOINTS["ping"]
+        # The static file is served by Nginx alone, the same in every variant's stack: measured here, once.
+        targets = [
+            (Target(NGINX_FIXED, "ceiling", fixed_port), "ping"),
+            (Target(ASGI_HELLO, "ceiling"), "ping"),
+            (Target(NGINX_STATIC, "ceiling"), "static"),
+        ]
+        http = {target: HttpLocust(c, self.workers, (endpoint,)) for target, endpoint in targets}
+        wrk = {target: HttpWrk(c, self.workers, (endpoint,)) for target, endpoint in targets}
         if c.warmup > 0:
-            for target, port in targets.items():
-                stage.steps.append(
-                    Step(
-                        f"warm-up {target}",
-                        self.locust_planned(c.warmup),
-                        lambda t=target, p=port: self.warmup_http(stage_dir / f"warmup-{t}", p, ("ping",)),
-                    )
-                )
+            stage.steps += [self.warm_up_step(stage, t.name, http[t], t.port) for t, _ in targets]
         for k in range(1, c.repeats + 1):
-            for target, port in targets.items():
-                if c.runs("http"):
-                    stage.steps.append(
-                        Step(
-                            f"{target} http {ping} (locust) run {k}/{c.repeats}",
-                            self.locust_planned(c.http.duration + 1),
-                            lambda t=target, p=port, k=k: self.http_run(
-                                stage, stage_dir, "ping", k, target=t, port=p, kind="ceiling"
-                            ),
-                        )
-                    )
-                if c.runs("wrk"):
-                    stage.steps.append(
-                        Step(
-                            f"{target} http {ping} (wrk) run {k}/{c.repeats}",
-                            c.wrk.duration + PLAN_WRK_START,
-                            lambda t=target, p=port, k=k: self.wrk_run(
-                                stage, stage_dir, "ping", k, target=t, port=p, kind="ceiling"
-                            ),
-                        )
-                    )
+            for target, _ in targets:
+                for scenario in (http[target], wrk[target]):
+                    if c.runs(scenario.name):
+                        stage.steps += self.steps_of(stage, scenario.jobs(target, k))
             if c.runs("echo"):
-                stage.steps.append(
-                    Step(
-                        f"{ASGI_HELLO} echo run {k}/{c.repeats}",
-                        self.locust_planned(c.echo.duration + 2),
-                        lambda k=k: self.echo_run(stage, stage_dir, k, target=ASGI_HELLO, kind="ceiling"),
-                    )
-                )
+                stage.steps += self.steps_of(stage, self.echo.jobs(Target(ASGI_HELLO, "ceiling"), k))
         stage.teardown = Step("down", PLAN_DOWN, self.down)
         return stage
 
     def variant_stage(self, server: str, profile: Profile) -> Stage:
         c = self.config
         stage = Stage("variant", server, profile)
-        stage_dir = self.out / "runs" / slug(f"{server}-{profile.name}")
+        target = Target(server)
         stage.steps.append(Step("up", PLAN_UP, lambda: self.variant_up(stage)))
         if c.warmup > 0:
             if c.runs("http") or c.runs("wrk"):
-                stage.steps.append(
-                    Step(
-                        "warm-up http",
-                        self.locust_planned(c.warmup),
-                        lambda: self.warmup_http(stage_dir / "warmup-http", None, c.http.endpoints),
-                    )
-                )
+                stage.steps.append(self.warm_up_step(stage, "http", self.http))
             if set(c.scenarios) & {"echo", "chat", "capacity"}:
-                stage.steps.append(
-                    Step(
-                        "warm-up echo",
-                        self.locust_planned(c.warmup),
-                        lambda: self.warmup_echo(stage_dir / "warmup-echo"),
-                    )
-                )
-        for k in range(1, c.repeats + 1):
-            for endpoint in c.http.endpoints if c.runs("http") else ():
-                stage.steps.append(
-                    Step(
-                        f"http {names.HTTP_ENDPOINTS[endpoint]} (locust) run {k}/{c.repeats}",
-                        self.locust_planned(c.http.duration + 1),
-                        lambda e=endpoint, k=k: self.http_run(stage, stage_dir, e, k),
-                    )
-                )
-        for k in range(1, c.repeats + 1):
-            for endpoint in c.http.endpoints if c.runs("wrk") else ():
-                stage.steps.append(
-                    Step(
-                        f"http {names.HTTP_ENDPOINTS[endpoint]} (wrk) run {k}/{c.repeats}",
-                        c.wrk.duration + PLAN_WRK_START,
-                        lambda e=endpoint, k=k: self.wrk_run(stage, stage_dir, e, k),
-                    )
-                )
-        for k in range(1, c.repeats + 1) if c.runs("echo") else ():
-            stage.steps.append(
-                Step(
-                    f"echo run {k}/{c.repeats}",
-                    self.locust_planned(c.echo.duration + 2),
-                    lambda k=k: self.echo_run(stage, stage_dir, k),
-                )
-            )
-        for k in range(1, c.repeats + 1) if c.runs("capacity") else ():
-            stage.steps.append(
-                Step(
-                    f"capacity {c.capacity.sockets} sockets run {k}/{c.repeats}",
-                    self.locust_planned(self.capacity_seconds()),
-                    lambda k=k: self.capacity_run(stage, stage_dir, k),
-                )
-            )
+                stage.steps.append(self.warm_up_step(stage, "echo", self.echo))
+        scenarios: list[Scenario] = [self.http, self.wrk, self.echo, self.capacity]
+        for scenario in scenarios:
+            if c.runs(scenario.name):
+                stage.steps += self.steps_of(stage, scenario.rounds(target))
         if c.runs("chat"):
             stage.steps.append(
                 Step(
@@ -374,15 +273,7 @@ class Bench:
                     lambda: self.scale(stage, c.chat.replicas),
                 )
             )
-            for rooms in c.chat.rooms:
-                for k in range(1, c.repeats + 1):
-                    stage.steps.append(
-                        Step(
-                            f"chat {c.chat.users} users in {rooms} room(s) run {k}/{c.repeats}",
-                            self.locust_planned(self.chat_seconds()),
-                            lambda r=rooms, k=k: self.chat_run(stage, stage_dir, r, k),
-                        )
-                    )
+            stage.steps += self.steps_of(stage, self.chat.rounds(target))
         stage.teardown = Step("down", PLAN_DOWN, self.down)
         return stage
 
@@ -416,7 +307,7 @@ class Bench:
         for service, found in servers.items():
             if "error" in found:
                 self.error(stage.name, f"{service} server settings", found["error"])
-        self.results["stacks"].append(
+        self.results.stacks.append(
             {
                 "kind": stage.kind,
                 "target": stage.target,
@@ -432,8 +323,8 @@ class Bench:
                 **(extra or {}),
             }
         )
-        if not self.results["stack_versions"]:
-            self.results["stack_versions"] = machine.stack_versions(stack)
+        if not self.results.stack_versions:
+            self.results.stack_versions = machine.stack_versions(stack)
 
     def _new_stack(self, server: str, stage: Stage, compose_files: list[Path], env: dict[str, str]) -> Stack:
         logs = self.out / "stacks" / slug(stage.name)
@@ -518,7 +409,7 @@ class Bench:
 
     def stack_record(self, stage: Stage) -> dict[str, Any] | None:
         profile = stage.profile.name if stage.profile else None
-        for record in reversed(self.results["stacks"]):
+        for record in reversed(self.results.stacks):
             if record["target"] == stage.target and record["profile"] == profile:
                 return record
         return None
@@ -530,167 +421,6 @@ class Bench:
         forced = stack.down()
         if forced:
             self.error(stack.server, "down", f"removed by force after make clean: {', '.join(forced)}")
-
-    # --- measured runs ------------------------------------------------------------------------
-
-    def host(self, port: int | None) -> str:
-        assert self.stack is not None
-        return f"http://127.0.0.1:{port or self.stack.port}"
-
-    def warmup_http(self, run_dir: Path, port: int | None, endpoints: tuple[str, ...]) -> None:
-        c = self.config
-        run = LocustRun(
-            "http", self.host(port), c.http.users, spawn_rate(c.http.users, self.workers), c.warmup,
-            run_dir / "locust", self.workers, ("--http-endpoints", ",".join(endpoints)),
-        )  # fmt: skip
-        run_dir.mkdir(parents=True, exist_ok=True)
-        procs.run(
-            run.command(sys.executable),
-            timeout=run.timeout,
-            log=run_dir / "locust.log",
-            env=inherited_environment(),
-        )
-
-    def warmup_echo(self, run_dir: Path) -> None:
-        c = self.config
-        run = LocustRun(
-            "echo", self.host(None), c.echo.users, spawn_rate(c.echo.users, self.workers), c.warmup,
-            run_dir / "locust", self.workers, scenario_options([("--echo-interval", c.echo.interval)]),
-        )  # fmt: skip
-        run_dir.mkdir(parents=True, exist_ok=True)
-        procs.run(
-            run.command(sys.executable),
-            timeout=run.timeout,
-            log=run_dir / "locust.log",
-            env=inherited_environment(),
-        )
-
-    def _profile(self, stage: Stage) -> str:
-        return stage.profile.name if stage.profile else ""
-
-    def http_run(
-        self,
-        stage: Stage,
-        stage_dir: Path,
-        endpoint: str,
-        k: int,
-        target: str | None = None,
-        port: int | None = None,
-        kind: str = "variant",
-    ) -> None:
-        c = self.config
-        path = names.HTTP_ENDPOINTS[endpoint]
-        users = c.http.users
-        rate = spawn_rate(users, self.workers)
-        target = target or stage.target
-        run_dir = stage_dir / f"http-{slug(target)}-{endpoint}-locust-{k}"
-        run = LocustRun(
-            "http",
-            self.host(port),
-            users,
-            rate,
-            c.http.duration + users / rate,
-            run_dir / "locust",
-            self.workers,
-            ("--http-endpoints", endpoint),
-            reset_stats=True,
-        )
-        measurement = self.measurement(target, self._profile(stage), "http", path, "locust", path, kind)
-        self.add_run(measurement, self.run_locust(run_dir, run, path), stage)
-
-    def wrk_run(
-        self,
-        stage: Stage,
-        stage_dir: Path,
-        endpoint: str,
-        k: int,
-        target: str | None = None,
-        port: int | None = None,
-        kind: str = "variant",
-    ) -> None:
-        c = self.config
-        path = names.HTTP_ENDPOINTS[endpoint]
-        target = target or stage.target
-        run_dir = stage_dir / f"http-{slug(target)}-{endpoint}-wrk-{k}"
-        run = WrkRun(f"{self.host(port)}{path}", c.wrk.connections, c.wrk.threads, c.wrk.duration)
-        measurement = self.measurement(target, self._profile(stage), "http", path, "wrk", path, kind)
-        self.add_run(measurement, self.run_wrk(run_dir, run, path), stage)
-
-    def echo_run(
-        self, stage: Stage, stage_dir: Path, k: int, target: str | None = None, kind: str = "variant"
-    ) -> None:
-        c = self.config
-        users = c.echo.users
-        rate = spawn_rate(users, self.workers)
-        target = target or stage.target
-        run_dir = stage_dir / f"echo-{slug(target)}-{k}"
-        run = LocustRun(
-            "echo",
-            self.host(None),
-            users,
-            rate,
-            c.echo.duration + users / rate,
-            run_dir / "locust",
-            self.workers,
-            scenario_options([("--echo-interval", c.echo.interval)]),
-        )
-        measurement = self.measurement(
-            target, self._profile(stage), "echo", names.ECHO_PATH, "locust", names.ECHO_ROUND_TRIP, kind
-        )
-        self.add_run(measurement, self.run_locust(run_dir, run, names.ECHO_ROUND_TRIP), stage)
-
-    def capacity_seconds(self) -> float:
-        cap = self.config.capacity
-        return cap.sockets / cap.spawn_rate + cap.settle + CAPACITY_MARGIN
-
-    def capacity_run(self, stage: Stage, stage_dir: Path, k: int) -> None:
-        c = self.config
-        assert self.stack is not None
-        run_dir = stage_dir / f"capacity-{k}"
-        memory_file = run_dir / "memory.json"
-        run = LocustRun(
-            "capacity", self.host(None), c.capacity.sockets, c.capacity.spawn_rate, self.capacity_seconds(),
-            run_dir / "locust", self.workers,
-            scenario_options([
-                ("--capacity-path", c.capacity.path),
-                ("--capacity-memory-containers", memory_pattern(self.stack.project)),
-                ("--capacity-settle", c.capacity.settle),
-                ("--capacity-report", str(memory_file)),
-            ]),
-            full_history=True,
-        )  # fmt: skip
-        row = names.ws_connect(c.capacity.path)
-        measurement = self.measurement(
-            stage.target, self._profile(stage), "capacity", f"{c.capacity.sockets} sockets", "locust", row
-        )
-        record = self.run_locust(run_dir, run, row)
-        if memory_file.exists():
-            record["memory"] = json.loads(memory_file.read_text())
-        elif "error" not in record:
-            record["error"] = f"no memory report (see {record['dir']}/locust.log)"
-        self.add_run(measurement, record, stage)
-
-    def chat_seconds(self) -> float:
-        chat = self.config.chat
-        return chat.users / spawn_rate(chat.users, self.workers) + chat.settle + chat.duration
-
-    def chat_run(self, stage: Stage, stage_dir: Path, rooms: int, k: int) -> None:
-        c = self.config
-        run_dir = stage_dir / f"chat-{rooms}-rooms-{k}"
-        rate = spawn_rate(c.chat.users, self.workers)
-        run = LocustRun(
-            "chat", self.host(None), c.chat.users, rate, self.chat_seconds(), run_dir / "locust",
-            self.workers,
-            scenario_options([
-                ("--chat-rooms", rooms), ("--chat-interval", c.chat.interval), ("--chat-room", f"bench-{k}"),
-                ("--chat-settle", c.chat.settle),
-            ]),
-        )  # fmt: skip
-        case = f"{c.chat.users} users, {rooms} room" + ("s" if rooms > 1 else "")
-        measurement = self.measurement(
-            stage.target, self._profile(stage), "chat", case, "locust", names.CHAT_DELIVERY
-        )
-        self.add_run(measurement, self.run_locust(run_dir, run, names.CHAT_DELIVERY), stage)
 
     # --- the whole run ------------------------------------------------------------------------
 
@@ -717,20 +447,20 @@ class Bench:
                     self.down()
                 except StackError as exc:
                     self.error("bench", "down", str(exc))
-                self.results["status"] = status
-                self.results["finished_at"] = utc_now()
+                self.results.status = status
+                self.results.finished_at = utc_now()
                 self.save()
                 self.render()
         if status == "interrupted":
             return 128 + (procs.last_signal() or 2)
-        return 1 if self.results["errors"] else 0
+        return 1 if self.results.errors else 0
 
     def run_stage(self, stage: Stage, progress: Progress) -> None:
         """Run a stage; if its stack fails (no `make up`, or it stops answering), run the whole stage
         once more from scratch, so that a long bench does not lose a variant to one transient Docker
         failure. The first attempt's figures are dropped; the retry is noted in the report."""
         for attempt in range(1, STAGE_ATTEMPTS + 1):
-            errors_before = len(self.results["errors"])
+            errors_before = len(self.results.errors)
             failure = self.attempt_stage(stage, progress)
             if failure is None:
                 return
@@ -740,9 +470,9 @@ class Bench:
                 )
                 self.save()
                 return
-            lost = [e["message"].splitlines()[0] for e in self.results["errors"][errors_before:]]
-            del self.results["errors"][errors_before:]
-            self.results["notes"].append(
+            lost = [e.message.splitlines()[0] for e in self.results.errors[errors_before:]]
+            del self.results.errors[errors_before:]
+            self.results.notes.append(
                 f"{stage.name}: {failure.splitlines()[0]}; the stage was run again from scratch"
                 + (f" (errors of the first attempt: {'; '.join(lost)})" if lost else "")
             )
@@ -790,19 +520,16 @@ class Bench:
 
     def forget(self, stage: Stage) -> None:
         """Drop what a failed attempt of ``stage`` recorded."""
-        kind, profile = stage.kind, self._profile(stage)
 
-        def belongs(record: dict[str, Any]) -> bool:
-            if kind == "ceiling":
-                return record.get("kind") == "ceiling"
-            return record.get("target") == stage.target and (record.get("profile") or "") == profile
+        def belongs(kind: str, target: str, profile: str) -> bool:
+            if stage.kind == "ceiling":
+                return kind == "ceiling"
+            return target == stage.target and profile == stage.profile_name
 
-        self.results["measurements"] = [m for m in self.results["measurements"] if not belongs(m)]
-        self.measurements = {key: m for key, m in self.measurements.items() if not belongs(m)}
-        self.results["stacks"] = [s for s in self.results["stacks"] if not belongs(s)]
+        self.results.forget(belongs)
 
     def render(self) -> None:
-        if not any(m["runs"] for m in self.results["measurements"]):
+        if not any(m.runs for m in self.results.measurements):
             print("bench: nothing was measured; no report", file=sys.stderr)
             return
         written = report.render(self.out)

@@ -13,6 +13,9 @@ HTTP_ENDPOINTS: dict[str, str] = {
     "db": "/api/db",
     "static": "/static/chat/chat.css",
 }
+# The endpoints a server variant answers. Nginx serves the static file by itself, the same in every
+# variant's stack, so the bench measures it once, in its ceiling stage.
+APP_ENDPOINTS: tuple[str, ...] = ("ping", "ping-sync", "db")
 
 ECHO_PATH = "/ws/echo/"
 CHAT_PATH_LABEL = "/ws/chat/[room]/"  # one row for every room, not one per room

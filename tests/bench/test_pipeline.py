@@ -27,6 +27,7 @@ from tests.bench.checks import assert_report_shows
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "rtd-bench-ci"  # never the bench's own default (rtd-bench) nor a user's stack
 SERVERS = ("uvicorn", "gunicorn")  # an ASGI server, and WSGI with its ASGI sidecar for /ws/
+STATIC = names.HTTP_ENDPOINTS["static"]  # served by Nginx alone: measured once, in the ceiling stage
 PROFILE = "ci:BENCH_PIPELINE_PROFILE=1"  # a variable the app ignores: proves profiles reach it
 BENCH_TIMEOUT = 1200  # generous: about 5 minutes on an idle 2-core machine
 STOP_TIMEOUT = 300  # for the bench to take its stack down once told to stop
@@ -127,11 +128,12 @@ def test_every_measurement_was_made_and_succeeded(bench):
         ("nginx-fixed", "http", "/api/ping", "locust"), ("nginx-fixed", "http", "/api/ping", "wrk"),
         ("asgi-hello", "http", "/api/ping", "locust"), ("asgi-hello", "http", "/api/ping", "wrk"),
         ("asgi-hello", "echo", names.ECHO_PATH, "locust"),
+        ("nginx-static", "http", STATIC, "locust"), ("nginx-static", "http", STATIC, "wrk"),
     }  # fmt: skip
     for server in SERVERS:
         expected |= {
-            (server, "http", path, tool)
-            for path in names.HTTP_ENDPOINTS.values()
+            (server, "http", names.HTTP_ENDPOINTS[endpoint], tool)
+            for endpoint in names.APP_ENDPOINTS
             for tool in ("locust", "wrk")
         }
         expected |= {(server, "echo", names.ECHO_PATH, "locust")}

@@ -9,6 +9,7 @@ import pytest
 from loadtests.bench import __main__ as cli
 from loadtests.bench import report
 from loadtests.bench.analysis import analyse
+from loadtests.bench.results import Results
 from loadtests.bench.stats import Spread
 from tests.bench.checks import PLACEHOLDERS, assert_report_shows
 
@@ -36,7 +37,7 @@ def test_files(rendered):
 
 def test_every_measurement_appears_with_its_figures(rendered):
     results = json.loads(FIXTURE.read_text())
-    figures = analyse(results)
+    figures = analyse(Results.from_json(results))
     assert len(figures) == len(results["measurements"])  # every measurement produced figures
     assert_report_shows(rendered, figures)
 
@@ -48,7 +49,7 @@ def test_placeholders_are_caught(tmp_path):
 
 
 def test_generator_limited_figures_are_marked(rendered):
-    figures = analyse(json.loads(FIXTURE.read_text()))
+    figures = analyse(Results.load(FIXTURE.parent))
     limited = [f for f in figures if f.limited]
     assert limited, "the fixture has figures at the generator's ceiling"
     markdown = (rendered / "report.md").read_text()
@@ -61,7 +62,7 @@ def test_profiles_side_by_side(rendered):
     markdown = (rendered / "report.md").read_text()
     assert "| variant | measure | stock | fast | fast / stock |" in markdown
     assert "| uvicorn · stock |" in markdown and "| gunicorn · fast |" in markdown
-    figures = analyse(json.loads(FIXTURE.read_text()))
+    figures = analyse(Results.load(FIXTURE.parent))
     ping = {
         (f.target, f.profile): f.rps.median for f in figures if f.case == "/api/ping" and f.tool == "locust"
     }
@@ -82,9 +83,13 @@ def test_settings_machine_and_versions_are_recorded(rendered):
 
 def test_chat_settle_is_stated_when_recorded():
     results = json.loads(FIXTURE.read_text())
-    assert not any("rooms full" in item for item in report.settings_items(results))  # older results
+    assert not any(
+        "rooms full" in item for item in report.settings_items(Results.from_json(results))
+    )  # older results
     results["settings"]["chat"]["settle"] = 2.0
-    chat = next(item for item in report.settings_items(results) if item.startswith("Chat fan-out"))
+    chat = next(
+        item for item in report.settings_items(Results.from_json(results)) if item.startswith("Chat fan-out")
+    )
     assert "from 2.0 s after the last user started (rooms full)" in chat
 
 
@@ -187,15 +192,20 @@ def test_command_lines_read_as_typed(argv, shown):
     assert report.fmt_command(argv) == shown
 
 
+def server_settings(data):
+    results = Results.from_json(data)
+    return report.server_settings_section(report.Index(analyse(results), results), results)
+
+
 def test_unreadable_server_settings_are_said_so(tmp_path):
     results = json.loads(FIXTURE.read_text())
     for stack in results["stacks"]:
         stack.pop("servers")
     results["stacks"][1]["servers"] = {"app": {"error": "reading the server process failed: no python"}}
-    section = report.server_settings_section(report.Index(analyse(results), results), results)
+    section = server_settings(results)
     assert section is not None
     assert section.tables[0].rows == [
         ["uvicorn · default", "app", "could not be read: reading the server process failed: no python", ""]
     ]
     results["stacks"][1].pop("servers")  # results from a bench that did not read them: no section
-    assert report.server_settings_section(report.Index(analyse(results), results), results) is None
+    assert server_settings(results) is None

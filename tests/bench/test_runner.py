@@ -6,7 +6,9 @@ import pytest
 
 from loadtests.bench import config, machine, runner
 from loadtests.bench.progress import Progress
+from loadtests.bench.results import Run
 from loadtests.bench.stack import StackError
+from loadtests.lib import names
 
 
 @pytest.fixture
@@ -25,7 +27,7 @@ def stage_failing(bench, failures):
     def measure():
         attempts.append(len(attempts) + 1)
         m = bench.measurement("uvicorn", "default", "http", "/api/ping", "locust", "/api/ping")
-        m["runs"].append({"attempt": len(attempts)})
+        m.runs.append(Run(dir=f"attempt {len(attempts)}"))
         if len(attempts) <= failures:
             raise runner.StageAborted("the stack stopped answering")
 
@@ -40,10 +42,10 @@ def test_a_failed_stage_runs_again_from_scratch(bench):
     out = io.StringIO()
     bench.run_stage(stage, Progress(2, 2.0, out=out))
     assert attempts == [1, 2] and len(downs) == 2  # taken down after each attempt
-    assert bench.results["errors"] == []
-    assert len(bench.results["notes"]) == 1 and "run again from scratch" in bench.results["notes"][0]
-    [measurement] = bench.results["measurements"]
-    assert measurement["runs"] == [{"attempt": 2}]  # the failed attempt's figures are gone
+    assert bench.results.errors == []
+    assert len(bench.results.notes) == 1 and "run again from scratch" in bench.results.notes[0]
+    [measurement] = bench.results.measurements
+    assert measurement.runs == [Run(dir="attempt 2")]  # the failed attempt's figures are gone
     assert "[4/4] uvicorn · default · down" in out.getvalue()  # the progress counts the second attempt
 
 
@@ -51,8 +53,8 @@ def test_a_stage_that_fails_twice_is_an_error(bench):
     stage, attempts, downs = stage_failing(bench, failures=2)
     bench.run_stage(stage, Progress(2, 2.0, out=io.StringIO()))
     assert attempts == [1, 2] and len(downs) == 2
-    assert [e["step"] for e in bench.results["errors"]] == ["stage"]
-    assert "the stack stopped answering" in bench.results["errors"][0]["message"]
+    assert [e.step for e in bench.results.errors] == ["stage"]
+    assert "the stack stopped answering" in bench.results.errors[0].message
     assert (bench.out / "results.json").exists()
 
 
@@ -63,7 +65,7 @@ def test_a_fault_of_the_bench_is_not_retried(bench):
     stage.teardown = runner.Step("down", 1.0, lambda: None)
     bench.run_stage(stage, Progress(2, 2.0, out=io.StringIO()))
     assert calls == [1]
-    assert "unexpected KeyError" in bench.results["errors"][0]["message"]
+    assert "unexpected KeyError" in bench.results.errors[0].message
 
 
 def test_teardown_failure_is_reported(bench):
@@ -74,7 +76,7 @@ def test_teardown_failure_is_reported(bench):
 
     stage.teardown = runner.Step("down", 1.0, broken_down)
     bench.run_stage(stage, Progress(2, 2.0, out=io.StringIO()))
-    assert [(e["step"], e["message"]) for e in bench.results["errors"]] == [
+    assert [(e.step, e.message) for e in bench.results.errors] == [
         ("down", "make clean left containers behind")
     ]
 
@@ -97,6 +99,21 @@ def test_stages_in_order_with_every_profile(tmp_path, monkeypatch):
     ]
     labels = [step.label for step in stages[1].steps]
     assert labels[0] == "up" and labels[-1].startswith("chat") and "scale to 2 replicas" in labels
-    assert sum("(locust) run" in label for label in labels) == 4 * settings.repeats  # each endpoint, each run
+    assert (
+        sum("(locust) run" in label for label in labels) == len(settings.http.endpoints) * settings.repeats
+    )  # each endpoint, each run
     no_ceiling = config.load(["--no-ceiling", "--servers", "uvicorn"], environ={}, known_servers=["uvicorn"])
     assert [s.name for s in runner.Bench(no_ceiling, tmp_path, []).stages()] == ["uvicorn · default"]
+
+
+def test_every_run_of_a_stage_has_its_own_folder_and_the_static_file_is_measured_once(bench):
+    plan = {stage.name: [step.label for step in stage.steps] for stage in bench.stages()}
+    static = names.HTTP_ENDPOINTS["static"]
+    assert sum(static in label for label in plan["ceiling"]) == 2 * bench.config.repeats  # Locust and wrk
+    assert not any(static in label for label in plan["uvicorn · default"])
+    for scenario in (bench.http, bench.wrk, bench.echo, bench.capacity, bench.chat):
+        jobs = scenario.rounds(runner.Target("uvicorn"))
+        assert jobs and len({job.folder for job in jobs}) == len(jobs), scenario.name
+        if scenario is bench.capacity:  # memory grown by a first run stays: measured once per stack
+            assert len(jobs) == 1 < bench.config.repeats
+        assert {job.target.name for job in jobs} == {"uvicorn"}
