@@ -17,10 +17,10 @@ PROJECT ?= realtime-django
 # Docker Swarm stack name (make swarm-up): its own volumes, never the compose project's
 STACK ?= realtime-django-swarm
 
-# The server variants, from the one registry (deploy/servers.txt).
-SERVERS := $(shell awk '!/^\#/ && NF { print $$1 }' deploy/servers.txt)
+# The server variants, from the one registry (deploy/servers.txt, read by deploy/registry.sh).
+SERVERS := $(shell sh deploy/registry.sh names)
 # Which variant serves /ws/ for SERVER (itself, or an ASGI sidecar for WSGI-only servers).
-WS_SERVER := $(shell awk -v s="$(SERVER)" '!/^\#/ && $$1 == s { print $$2 }' deploy/servers.txt)
+WS_SERVER := $(shell sh deploy/registry.sh websockets "$(SERVER)")
 
 # Air-gapped build: stand-in base images and a local wheelhouse (deploy/offline/README.md).
 # scripts/bootstrap.sh decides on the first `make up` or `make test` (the official images when a

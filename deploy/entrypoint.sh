@@ -8,7 +8,7 @@ set -eu
 here="$(dirname "$0")"
 
 valid_servers() {
-    awk '!/^#/ && NF { print $1 }' "$here/servers.txt"
+    sh "$here/registry.sh" names
 }
 
 if [ "$#" -eq 0 ]; then

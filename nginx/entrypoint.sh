@@ -24,8 +24,8 @@ set -eu
 # only SERVER routes WebSockets right, with or without the Makefile.
 ws_host_for() {
     ws_server=
-    if [ -n "$1" ] && [ -r "$SERVERS_FILE" ]; then
-        ws_server=$(awk -v s="$1" '!/^#/ && $1 == s { print $2 }' "$SERVERS_FILE")
+    if [ -n "$1" ] && [ -r "$SERVERS_FILE" ] && [ -r "$SERVERS_REGISTRY" ]; then
+        ws_server=$(sh "$SERVERS_REGISTRY" websockets "$1" "$SERVERS_FILE")
     fi
     if [ -n "$ws_server" ] && [ "$ws_server" != "$1" ]; then echo "$SIDECAR_HOST"; else echo "$APP_HOST"; fi
 }
@@ -35,6 +35,7 @@ ws_host_for() {
 : "${APP_HOST:=app}"                    # app containers (one A record per replica)
 : "${SERVER:=}"                         # the app's variant, to pick the WebSocket upstream below
 : "${SERVERS_FILE:=/etc/nginx/servers.txt}"  # deploy/servers.txt: which variant carries each one's WebSockets
+: "${SERVERS_REGISTRY:=/etc/nginx/registry.sh}"  # deploy/registry.sh, its reader
 : "${SIDECAR_HOST:=ws}"                 # the WebSocket sidecar, for a variant that cannot carry them
 : "${WS_HOST:=$(ws_host_for "$SERVER")}"  # WebSocket upstream; unset = from SERVER and SERVERS_FILE
 : "${APP_PORT:=8000}"                   # port of both APP_HOST and WS_HOST

@@ -52,8 +52,8 @@ is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
 
 # --- Settings derived from the repository: the variant registry and nginx/ -------------------------
 
-valid_servers() { awk '!/^#/ && NF { print $1 }' "$repo/deploy/servers.txt"; }
-ws_server_of() { awk -v s="$1" '!/^#/ && $1 == s { print $2 }' "$repo/deploy/servers.txt"; }
+valid_servers() { sh "$repo/deploy/registry.sh" names; }
+ws_server_of() { sh "$repo/deploy/registry.sh" websockets "$1"; }
 
 check_settings() {
     [[ $STACK =~ ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$ ]] || die "STACK '$STACK': letters, digits, '_', '.', '-' only"

@@ -463,7 +463,14 @@ def test_websocket_upstream_follows_the_variant(
 ):
     (workspace.hosts / "app.t").write_text("10.0.0.10\n")
     (workspace.hosts / "ws.t").write_text("10.0.0.20\n")
-    env = workspace.env(APP_HOST="app.t", SIDECAR_HOST="ws.t", SERVERS_FILE=str(SERVERS_FILE), **settings)
+    registry = str(SERVERS_FILE.parent / "registry.sh")  # compose mounts both into Nginx
+    env = workspace.env(
+        APP_HOST="app.t",
+        SIDECAR_HOST="ws.t",
+        SERVERS_FILE=str(SERVERS_FILE),
+        SERVERS_REGISTRY=registry,
+        **settings,
+    )
     assert workspace.render(env).returncode == 0
     upstreams = (Path(env["NGINX_TMP_DIR"]) / "conf" / "upstreams.conf").read_text()
     ws_block = upstreams.split("upstream ws {")[1].split("}")[0]

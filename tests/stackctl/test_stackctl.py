@@ -1,6 +1,7 @@
 """The stack driver's pure parts: the registry, the variant selection, a stack's settings and URLs."""
 
 import socket
+import subprocess
 
 import pytest
 
@@ -70,3 +71,22 @@ def test_free_port_can_be_bound():
     port = free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def shell_registry(*args: str, file=None) -> list[str]:
+    command = ["sh", str(SERVERS_FILE.parent / "registry.sh"), *args, *([str(file)] if file else [])]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()
+
+
+def test_the_shell_reader_of_the_registry_agrees_with_the_python_one(tmp_path):
+    """Make, the image's entry point, the Swarm script and Nginx read servers.txt through registry.sh."""
+    assert shell_registry("names") == variants()
+    for name, websockets in registry().items():
+        assert shell_registry("websockets", name) == [websockets]
+    assert shell_registry("websockets", "no-such-variant") == []
+    other = tmp_path / "servers.txt"
+    other.write_text("# comment\n\nalpha   beta\nbeta beta\n")
+    assert shell_registry("names", file=other) == ["alpha", "beta"]
+    assert shell_registry("websockets", "alpha", file=other) == ["beta"]
+    usage = subprocess.run(["sh", str(SERVERS_FILE.parent / "registry.sh")], capture_output=True, text=True)
+    assert usage.returncode == 64 and "usage" in usage.stderr
