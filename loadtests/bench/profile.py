@@ -62,13 +62,16 @@ AREAS = (
     ("logging", r"(^|/)logging/|(^|/)core/logging"),
     ("the rest of Django", r"(^|/)django/"),
 )
-ALWAYS_ON_STACK = 0.95
+# Frames on at least this share of the samples are the process's start and its event loop's run
+# (not all: py-spy reads some stacks only in part): left out of the inclusive table.
+ALWAYS_ON_STACK = 0.8
 OTHER = "other Python code (standard library, Channels, ...)"
 # py-spy counts a thread that waits as well as one that runs: samples whose innermost frame is one of
 # these waits are idle threads (a supervisor's pipe, an idle pool thread, Python's resource tracker).
 IDLE = re.compile(
-    r"^(Connection\._recv|Condition\.wait|Event\.wait|Thread\.join|\w*Selector\.select|main) "
-    r"\((multiprocessing|threading|selectors|multiprocessing/resource_tracker)[^)]*\)$"
+    r"^(\w+\.)?(join|wait|_wait_for_tstate_lock|_recv|select|poll|get|main) "
+    r"\((multiprocessing|threading|selectors|queue|subprocess)[^)]*\)$"
+    r"|^_worker \(concurrent/futures/thread\.py\)$"  # a pool thread in its queue's get (C code)
 )
 _FRAME = re.compile(r"^(?P<function>.*?) \((?P<file>.*?)(?::\d+)?\)$")
 
@@ -144,7 +147,6 @@ def summarize(stacks: list[tuple[list[str], int]]) -> str:
         own[_function(frames[-1])] += n
         for function in {_function(frame) for frame in frames}:
             inclusive[function] += n
-    # Frames under every sample (the process's start, the event loop's run) say nothing: left out.
     inclusive = Counter({name: n for name, n in inclusive.items() if n < ALWAYS_ON_STACK * total})
 
     def table(title: str, counts: Counter[str], limit: int) -> list[str]:
