@@ -19,6 +19,7 @@ import pytest
 
 from loadtests.bench import config
 from loadtests.bench.analysis import analyse
+from loadtests.bench.results import Results
 from loadtests.lib import names
 from stackctl import inherited_environment
 from stackctl.testing import require_docker
@@ -147,7 +148,7 @@ def test_every_measurement_was_made_and_succeeded(bench):
             )
             for rooms in settings.chat.rooms
         }
-    figures = analyse(results)
+    figures = analyse(Results.from_json(results))
     assert {(f.target, f.scenario, f.case, f.tool) for f in figures} == expected
     for f in figures:
         where = (f.target, f.scenario, f.case, f.tool)
