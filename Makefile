@@ -174,7 +174,7 @@ clean: ## Stop the stack and drop its volumes (database included)
 
 .PHONY: compose
 compose: ## Any compose command on this stack (project, files, profiles): make compose ARGS="restart redis"
-	$(COMPOSE) $(ARGS)
+	@$(COMPOSE) $(ARGS)
 
 .PHONY: logs
 logs: ## Follow the stack's logs

@@ -12,8 +12,9 @@ import json
 import os
 import shlex
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from stackctl.host import LOOPBACK, run
@@ -23,6 +24,8 @@ PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 UP_TIMEOUT = 900.0  # a first `make up` builds the image
 COMMAND_TIMEOUT = 600.0
+COMPOSE_FILE = ROOT / "compose.yaml"
+TLS_COMPOSE_FILE = ROOT / "compose.tls.yaml"  # the Makefile lays it over compose.yaml when TLS=1
 
 # What the caller's environment must not pass on to the stack: make's own variables (when run from
 # `make test` or `make bench`), the Makefile's per-stack exports (this stack sets its own), the test
@@ -59,6 +62,7 @@ class Stack:
     replicas: int = 1
     https_port: int | None = None  # set: the stack runs with TLS=1
     env: Mapping[str, str] = field(default_factory=dict)  # for make and compose (WEB_CONCURRENCY, ...)
+    compose_files: Sequence[Path] = ()  # laid over compose.yaml (and compose.tls.yaml)
 
     # --- Make and compose ------------------------------------------------------------------------
 
@@ -71,39 +75,85 @@ class Stack:
             f"REPLICAS={self.replicas}",
         ]
         if self.https_port is not None:
-            return [*variables, "TLS=1", f"HTTPS_PORT={self.https_port}"]
-        return [*variables, "TLS=0"]
+            variables += ["TLS=1", f"HTTPS_PORT={self.https_port}"]
+        else:
+            variables.append("TLS=0")
+        if self.compose_files:
+            variables.append("COMPOSE_FILES=" + " ".join(f"-f {path}" for path in self.all_compose_files()))
+        return variables
+
+    def all_compose_files(self) -> list[Path]:
+        return [COMPOSE_FILE, *([TLS_COMPOSE_FILE] if self.tls else []), *self.compose_files]
 
     def environment(self) -> dict[str, str]:
-        return {**inherited_environment(), **self.env}
+        extra_files = {}
+        if self.compose_files:  # also for the compose commands the Makefile runs without -f (make clean)
+            extra_files = {"COMPOSE_FILE": os.pathsep.join(str(path) for path in self.all_compose_files())}
+        return {**inherited_environment(), **self.env, **extra_files}
 
     def make(self, *args: str, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:
         """``make <args>`` with this stack's variables; the completed process (its returncode)."""
-        return run(
-            ["make", "--no-print-directory", *args, *self.make_variables()],
-            timeout=timeout,
-            cwd=ROOT,
-            env=self.environment(),
-        )
+        return self.run_make(["make", "--no-print-directory", *args, *self.make_variables()], timeout)
+
+    def run_make(self, argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+        """Where every make command runs: here, to its end, its output captured. Subclasses that
+        must log it or stop it in order (the bench) run it their way; TimeoutExpired on a timeout."""
+        return run(argv, timeout=timeout, cwd=ROOT, env=self.environment())
 
     def compose(self, *args: str, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:
         return self.make("compose", f"ARGS={shlex.join(args)}", timeout=timeout)
 
-    def up(self) -> None:
-        """Start (or rescale to ``replicas``) and wait until every container is healthy."""
-        result = self.make("up", timeout=UP_TIMEOUT)
+    def compose_config(self) -> str:
+        """The effective compose configuration, every value resolved, as ``make up`` sees it."""
+        result = self.compose("config")
         if result.returncode != 0:
-            states = run(["docker", "ps", "-a", "--filter", f"label={PROJECT_LABEL}={self.project}"])
-            raise StackError(
-                f"make up {' '.join(self.make_variables())} failed (exit {result.returncode}):\n"
-                f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}\n{states.stdout}"
-            )
+            raise StackError(f"compose config failed (exit {result.returncode}): {result.stderr[-4000:]}")
+        return result.stdout
 
-    def clean(self) -> None:
-        """Remove the project, its volumes included (also one an interrupted run left behind)."""
+    def up(self, replicas: int | None = None) -> None:
+        """Start (or rescale to ``replicas``) and wait until every container is healthy."""
+        if replicas is not None:
+            self.replicas = replicas
+        try:
+            result = self.make("up", timeout=UP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            reason, output = f"timed out after {UP_TIMEOUT:.0f} s", ""
+        else:
+            reason, output = f"exit {result.returncode}", f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+            if result.returncode == 0:
+                return
+        states = run(["docker", "ps", "-a", "--filter", f"label={PROJECT_LABEL}={self.project}"])
+        command = f"make up {' '.join(self.make_variables())}"
+        raise StackError(f"{command} failed ({reason}):\n{output}\n{states.stdout}")
+
+    def clean(self) -> list[str]:
+        """Remove the project, its volumes included (also one an interrupted run left behind).
+
+        What ``make clean`` left behind is removed by force and returned (nothing, normally: a
+        caller may report it); what even that cannot remove raises StackError.
+        """
         result = self.make("clean")
         if result.returncode != 0:
             raise StackError(f"make clean failed (exit {result.returncode}): {result.stderr[-4000:]}")
+        removal = {"container": ["rm", "-f"], "network": ["network", "rm"], "volume": ["volume", "rm", "-f"]}
+        forced: list[str] = []
+        for kind, ids in self.resources().items():
+            if ids:
+                run(["docker", *removal[kind], *ids], timeout=120)
+                forced += [f"{kind} {item}" for item in ids]
+        still = {kind: ids for kind, ids in self.resources().items() if ids}
+        if still:
+            raise StackError(f"make clean left {still} behind, and removing it by force failed")
+        return forced
+
+    def resources(self) -> dict[str, list[str]]:
+        """This project's containers, networks and volumes (by compose's project label)."""
+        label = ["--filter", f"label={PROJECT_LABEL}={self.project}"]
+        return {
+            "container": self.docker("ps", "-aq", *label).stdout.split(),
+            "network": self.docker("network", "ls", "-q", *label).stdout.split(),
+            "volume": self.docker("volume", "ls", "-q", *label).stdout.split(),
+        }
 
     # --- Services and containers -----------------------------------------------------------------
 
@@ -117,12 +167,16 @@ class Stack:
         """The services running the app image's servers: app, and ws for a WSGI variant."""
         return sorted({"app", self.ws_service})
 
-    def containers(self, service: str | None = None, *, running: bool = True) -> list[str]:
-        """IDs of the project's containers (of one service), running or (``running=False``) all."""
+    def containers(
+        self, service: str | None = None, *, running: bool = True, names: bool = False
+    ) -> list[str]:
+        """IDs (``names``: names) of the project's containers (of one service), running or
+        (``running=False``) all."""
         filters = ["--filter", f"label={PROJECT_LABEL}={self.project}"]
         if service:
             filters += ["--filter", f"label={SERVICE_LABEL}={service}"]
-        result = self.docker("ps", "-q", "--no-trunc", *([] if running else ["-a"]), *filters)
+        listing = ["--format", "{{.Names}}"] if names else ["-q", "--no-trunc"]
+        result = self.docker("ps", *listing, *([] if running else ["-a"]), *filters)
         return sorted(result.stdout.split())
 
     def container(self, service: str) -> str:
@@ -134,6 +188,10 @@ class Stack:
 
     def inspect(self, container: str) -> dict[str, Any]:
         return json.loads(self.docker("inspect", container).stdout)[0]
+
+    def container_env(self, container: str) -> dict[str, str]:
+        """The environment a container was started with."""
+        return dict(item.partition("=")[::2] for item in self.inspect(container)["Config"]["Env"])
 
     def docker(self, *args: str, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:
         """``docker <args>``; a failure raises StackError with what Docker said."""

@@ -8,9 +8,13 @@ variable there must mean "the default", not "empty".
 """
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from django.core.exceptions import ImproperlyConfigured
+
+T = TypeVar("T", int, float)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -39,20 +43,20 @@ def get_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
 
 
-def get_int(name: str, default: int) -> int:
+def _get_parsed(name: str, default: T, parse: Callable[[str], T], expected: str) -> T:
     raw = get_str(name, str(default)).strip()
     try:
-        return int(raw)
+        return parse(raw)
     except ValueError as exc:
-        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from exc
+        raise ImproperlyConfigured(f"{name} must be {expected}, got {raw!r}") from exc
+
+
+def get_int(name: str, default: int) -> int:
+    return _get_parsed(name, default, int, "an integer")
 
 
 def get_float(name: str, default: float) -> float:
-    raw = get_str(name, str(default)).strip()
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from exc
+    return _get_parsed(name, default, float, "a number")
 
 
 def get_list(name: str, default: str = "") -> list[str]:

@@ -86,8 +86,7 @@ def build(args: argparse.Namespace, out_dir: Path) -> tuple[Stack, LocustRun]:
     rate = float(args.spawn_rate) if args.spawn_rate else spawn_rate(users, workers)
     if not rate > 0:
         raise ConfigError(f"the spawn rate must be > 0, got {args.spawn_rate!r}")
-    stack = Stack(server=args.server, project=args.project, port=port, logs=out_dir)
-    stack.replicas = replicas
+    stack = Stack(server=args.server, project=args.project, http_port=port, replicas=replicas, logs=out_dir)
     options: list[str] = []
     if args.scenario == "capacity":
         options += [
@@ -124,7 +123,7 @@ def main(argv: Sequence[str]) -> int:
         f"loadtest: make up SERVER={stack.server} REPLICAS={stack.replicas} (Nginx limits raised: {limits})"
     )
     try:
-        stack.up(replicas=stack.replicas)
+        stack.up()
     except StackError as exc:
         print(f"loadtest: {exc}", file=sys.stderr)
         return 1

@@ -120,7 +120,7 @@ def stack_versions(stack: Stack) -> dict[str, str]:
     versions: dict[str, str] = {}
     app = stack.containers("app")
     if app:
-        result = stack.exec(app[0], "python", "-c", _VERSIONS_SCRIPT)
+        result = stack.run_in(app[0], "python", "-c", _VERSIONS_SCRIPT)
         if result.returncode == 0:
             versions.update(json.loads(result.output.strip().splitlines()[-1]))
     for service, name, command, pattern in (
@@ -130,7 +130,7 @@ def stack_versions(stack: Stack) -> dict[str, str]:
     ):
         containers = stack.containers(service)
         if containers:
-            versions[name] = _version_in(stack.exec(containers[0], *command).output, pattern)
+            versions[name] = _version_in(stack.run_in(containers[0], *command).output, pattern)
     return versions
 
 
@@ -154,7 +154,7 @@ def server_settings(stack: Stack, container: str, extra_names: Iterable[str] = (
     every = server_process.start_file_variables(SERVERS_DIR)
     names = sorted({*every, "SERVER", *extra_names})
     source = Path(server_process.__file__).read_text()
-    result = stack.exec(container, "python", "-c", source, json.dumps(names))
+    result = stack.run_in(container, "python", "-c", source, json.dumps(names))
     if result.returncode != 0:
         return {"error": f"reading the server process failed: {result.tail(3)}"}
     try:

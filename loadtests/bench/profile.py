@@ -252,7 +252,7 @@ def main(argv: Sequence[str]) -> int:
     app = "hello" if args.hello else args.server
     out_dir = Path(args.output) / f"{dt.datetime.now():%Y%m%d-%H%M%S}-profile-{app}"
     out_dir.mkdir(parents=True)
-    stack = Stack(server=args.server, project=args.project, port=int(args.port), logs=out_dir)
+    stack = Stack(server=args.server, project=args.project, http_port=int(args.port), logs=out_dir)
     if args.hello:  # the ceiling's compose file: its fixed-response Nginx needs a port of its own
         stack.compose_files = [CEILING_COMPOSE]
         stack.env = {"BENCH_FIXED_PORT": str(free_port())}

@@ -127,13 +127,32 @@ class Index:
         return target if len(self.profiles) == 1 else f"{target} · {profile}"
 
 
-def _share_cells(f: Figures, with_ceiling: bool, with_hello: bool) -> list[str]:
-    cells = []
-    if with_ceiling:
-        cells.append(fmt_share(f.ceiling_share) if f.ceiling_share is not None else "no ceiling")
-    if with_hello:
-        cells.append(fmt_share(f.hello_share) if f.hello_share is not None else "served by Nginx")
-    return cells
+@dataclass(frozen=True)
+class ShareColumns:
+    """A table's "of ceiling" and "of ASGI hello-world" columns: there when a row has the figure."""
+
+    ceiling: bool
+    hello: bool
+
+    @classmethod
+    def of(cls, figures: Iterable[Figures], *, hello: bool = True) -> "ShareColumns":
+        figures = list(figures)
+        return cls(
+            ceiling=any(f.ceiling is not None for f in figures),
+            hello=hello and any(f.hello_share is not None for f in figures),
+        )
+
+    @property
+    def headings(self) -> list[str]:
+        return ["of ceiling"] * self.ceiling + ["of ASGI hello-world"] * self.hello
+
+    def cells(self, f: Figures) -> list[str]:
+        cells = []
+        if self.ceiling:
+            cells.append(fmt_share(f.ceiling_share) if f.ceiling_share is not None else "no ceiling")
+        if self.hello:
+            cells.append(fmt_share(f.hello_share) if f.hello_share is not None else "served by Nginx")
+        return cells
 
 
 def http_tables(index: Index, tool: str) -> list[Table]:
@@ -143,21 +162,10 @@ def http_tables(index: Index, tool: str) -> list[Table]:
         present = [(label, f) for label, f in rows_of if f is not None]
         if not present:
             continue
-        with_ceiling = any(f.ceiling is not None for _, f in present)
-        with_hello = case != names.HTTP_ENDPOINTS["static"] and any(
-            f.hello_share is not None for _, f in present
-        )
-        columns = ["variant", "requests/s", "p50 ms", "p95 ms", "p99 ms", "errors"]
-        columns += ["of ceiling"] if with_ceiling else []
-        columns += ["of ASGI hello-world"] if with_hello else []
+        shares = ShareColumns.of((f for _, f in present), hello=case != names.HTTP_ENDPOINTS["static"])
+        columns = ["variant", "requests/s", "p50 ms", "p95 ms", "p99 ms", "errors", *shares.headings]
         rows = [
-            [
-                label,
-                fmt_rps(f),
-                *latency_cells(f),
-                fmt_errors(f.failures, f.requests),
-                *_share_cells(f, with_ceiling, with_hello),
-            ]
+            [label, fmt_rps(f), *latency_cells(f), fmt_errors(f.failures, f.requests), *shares.cells(f)]
             for label, f in present
         ]
         tables.append(Table(columns, rows, title=f"GET {case}"))
@@ -215,11 +223,8 @@ def echo_table(index: Index) -> Table | None:
     present = [(label, f) for label, f in present if f is not None]
     if not present:
         return None
-    with_ceiling = any(f.ceiling is not None for _, f in present)
-    with_hello = any(f.hello_share is not None for _, f in present)
+    shares = ShareColumns.of(f for _, f in present)
     columns = ["variant", "messages/s", "round trip p50 ms", "p95 ms", "p99 ms", "errors", "other failures"]
-    columns += ["of ceiling"] if with_ceiling else []
-    columns += ["of ASGI hello-world"] if with_hello else []
     rows = [
         [
             label,
@@ -227,10 +232,11 @@ def echo_table(index: Index) -> Table | None:
             *latency_cells(f),
             fmt_errors(f.failures, f.requests),
             fmt_count(f.other_failures),
-            *_share_cells(f, with_ceiling, with_hello),
+            *shares.cells(f),
         ]
         for label, f in present
     ]
+    columns += shares.headings
     return Table(columns, rows)
 
 

@@ -294,7 +294,7 @@ class Bench:
             self.error(stage.name, "compose config", str(exc))
             config_path = None
         services = {
-            service: stack.containers(service)
+            service: stack.containers(service, names=True)
             for service in ("nginx", "app", "ws", "redis", "postgres", "fixed")  # fixed: the ceiling's
         }
         # What each server process runs with, read from the process itself (the report's settings).
@@ -332,7 +332,7 @@ class Bench:
         return Stack(
             server=server,
             project=self.config.project,
-            port=free_port(),
+            http_port=free_port(),
             logs=logs,
             compose_files=compose_files,
             env={**self._stack_env(), **env},
@@ -357,7 +357,7 @@ class Bench:
         """Every app container runs with the profile's variables (else its figures would lie)."""
         assert self.stack is not None
         for service in ("app", "ws"):
-            for container in self.stack.containers(service):
+            for container in self.stack.containers(service, names=True):
                 env = self.stack.container_env(container)
                 wrong = {k: env.get(k) for k, v in profile.env.items() if env.get(k) != v}
                 if wrong:
@@ -384,8 +384,8 @@ class Bench:
     def scale(self, stage: Stage, replicas: int) -> None:
         assert self.stack is not None
         self.stack.up(replicas=replicas)
-        ws_service = "ws" if self.stack.containers("ws") else "app"
-        serving = self.stack.containers(ws_service)
+        ws_service = self.stack.ws_service
+        serving = self.stack.containers(ws_service, names=True)
         if len(serving) != replicas:
             raise StackError(f"{replicas} replicas wanted, {ws_service} runs {serving}")
         if stage.profile is not None:
@@ -418,7 +418,7 @@ class Bench:
         stack, self.stack = self.stack, None
         if stack is None:
             return
-        forced = stack.down()
+        forced = stack.clean()
         if forced:
             self.error(stack.server, "down", f"removed by force after make clean: {', '.join(forced)}")
 

@@ -21,7 +21,7 @@ from loadtests.bench import config
 from loadtests.bench.analysis import analyse
 from loadtests.bench.results import Results
 from loadtests.lib import names
-from stackctl import inherited_environment
+from stackctl import Stack, inherited_environment
 from stackctl.testing import require_docker
 from tests.bench.checks import assert_report_shows
 
@@ -33,6 +33,7 @@ PROFILE = "ci:BENCH_PIPELINE_PROFILE=1"  # a variable the app ignores: proves pr
 BENCH_TIMEOUT = 1200  # generous: about 5 minutes on an idle 2-core machine
 STOP_TIMEOUT = 300  # for the bench to take its stack down once told to stop
 ARTIFACTS = ROOT / "artifacts" / "bench-pipeline"  # a failed run's results, for a look afterwards
+BENCH_STACK = Stack(SERVERS[0], PROJECT, http_port=0)  # names the project, to find and clean it
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(BENCH_TIMEOUT + STOP_TIMEOUT + 120)]
 
@@ -49,22 +50,24 @@ def bench_env(out: Path, **settings: str) -> dict[str, str]:
 
 
 def project_resources() -> list[str]:
-    found = []
-    label = f"label=com.docker.compose.project={PROJECT}"
-    for command in (
-        ["docker", "ps", "-aq"],
-        ["docker", "network", "ls", "-q"],
-        ["docker", "volume", "ls", "-q"],
-    ):
-        found += subprocess.run(
-            [*command, "--filter", label], capture_output=True, text=True, check=True
-        ).stdout.split()
-    return found
+    """The containers, networks and volumes of the bench's compose project."""
+    return [item for items in BENCH_STACK.resources().values() for item in items]
 
 
 def clean() -> None:
-    subprocess.run(
-        ["make", "clean", f"PROJECT={PROJECT}"], cwd=ROOT, capture_output=True, timeout=300, check=False
+    BENCH_STACK.make("clean", timeout=300)
+
+
+def start_bench(env: dict[str, str], *, merged: bool = False) -> subprocess.Popen[str]:
+    """``python -m loadtests.bench`` in a process group of its own, as in a terminal."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "loadtests.bench"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if merged else subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
 
 
@@ -72,15 +75,7 @@ def clean() -> None:
 def bench(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     env = bench_env(out, BENCH_SERVERS=" ".join(SERVERS), BENCH_REPEATS="1", BENCH_PROFILES=PROFILE)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "loadtests.bench"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    process = start_bench(env)
     try:
         stdout, stderr = process.communicate(timeout=BENCH_TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -204,15 +199,7 @@ def test_interrupt_takes_the_stack_down(tmp_path):
     env = bench_env(
         tmp_path, BENCH_SERVERS="uvicorn", BENCH_CEILING="0", BENCH_SCENARIOS="http", BENCH_DURATION="30"
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "loadtests.bench"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its own process group, as in a terminal
-    )
+    process = start_bench(env, merged=True)
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=read_lines, args=(process.stdout, lines), daemon=True).start()
     seen = []

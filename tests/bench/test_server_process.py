@@ -93,7 +93,7 @@ class FakeStack:
         self.returncode, self.output = returncode, output
         self.commands: list[tuple[str, ...]] = []
 
-    def exec(self, container: str, *command: str, timeout: float = 60) -> procs.Completed:
+    def run_in(self, container: str, *command: str, timeout: float = 60) -> procs.Completed:
         self.commands.append((container, *command))
         return procs.Completed(list(command), self.returncode, self.output)
 

@@ -33,9 +33,15 @@ def test_memory_pattern_matches_app_containers_of_this_project_only():
 
 
 def test_make_variables_name_the_stack_and_extra_compose_files(tmp_path):
-    plain = stack.Stack("granian", "rtd-bench", 18000, tmp_path)
-    assert plain.make_variables() == ["SERVER=granian", "PROJECT=rtd-bench", "HTTP_PORT=18000", "TLS=0"]
-    extra = stack.Stack("granian", "rtd-bench", 18000, tmp_path, compose_files=[tmp_path / "x.yaml"])
+    plain = stack.Stack("granian", "rtd-bench", 18000, logs=tmp_path)
+    assert plain.make_variables() == [
+        "SERVER=granian",
+        "PROJECT=rtd-bench",
+        "HTTP_PORT=18000",
+        "REPLICAS=1",
+        "TLS=0",
+    ]
+    extra = stack.Stack("granian", "rtd-bench", 18000, logs=tmp_path, compose_files=[tmp_path / "x.yaml"])
     assert extra.make_variables()[-1] == f"COMPOSE_FILES=-f {stack.COMPOSE_FILE} -f {tmp_path / 'x.yaml'}"
     assert extra.environment()["API_RATE"] == stack.LOAD_TEST_LIMITS["API_RATE"]
 

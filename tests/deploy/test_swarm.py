@@ -37,7 +37,7 @@ import pytest
 import websockets
 import yaml
 
-from stackctl import free_port, registry
+from stackctl import free_port, registry, run
 from stackctl.replicas import check_chat_crosses
 from stackctl.testing import require_docker
 from tests.deploy.helpers import DEPLOY, REPO
@@ -146,6 +146,11 @@ def fake_secrets(folder: Path) -> Path:
     return folder
 
 
+def stack_script(*args: str, env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """deploy/swarm/stack.sh with ``args`` in ``env`` alone; its exit status and output."""
+    return run(["bash", str(STACK_SCRIPT), *args], timeout=timeout, env=env)
+
+
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """What `stack.sh deploy` would deploy for gunicorn with 3 replicas (`stack.sh config`)."""
@@ -159,14 +164,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "REPLICAS": "3",
         "SECRETS_DIR": str(secrets),
     }
-    result = subprocess.run(
-        ["bash", str(STACK_SCRIPT), "config"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    result = stack_script("config", env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
 
@@ -193,39 +191,32 @@ def test_every_nginx_file_is_a_config(rendered: dict[str, Any]) -> None:
 
 
 # Each bad setting is refused before anything is deployed, with a message naming it.
+DEPLOY_REFUSALS = {
+    "SERVER=tornado": "unknown SERVER 'tornado'. Valid: daphne",
+    "REPLICAS=0": "REPLICAS must be a whole number >= 1, got '0'",
+    "REPLICAS=two": "REPLICAS must be a whole number >= 1, got 'two'",
+    "HTTP_PORT=70000": "HTTP_PORT must be a port number, got '70000'",
+    "STACK=my stack": "STACK 'my stack': letters, digits",
+    "SWARM_RESOLVE_IMAGE=sometimes": "SWARM_RESOLVE_IMAGE must be always, changed or never",
+    "SWARM_WAIT_TIMEOUT=5m": "SWARM_WAIT_TIMEOUT must be a number of seconds, got '5m'",
+    "TLS=yes": "TLS must be 0 or 1, got 'yes'",
+    "HTTPS_PORT=-1": "HTTPS_PORT must be a port number, got '-1'",
+    "SECRETS_DIR=/nonexistent/secrets": "run 'make secrets'",
+    "SECRETS_DIR={tmp}/empty": "django_secret_key is missing or empty: run 'make secrets'",
+    "SECRETS_DIR={tmp}/secrets,TLS=1": "tls_certificate.pem: run 'make tls-cert'",
+}
+USAGE = "usage: stack.sh deploy|config|wait|rm|purge"
+
+
 @pytest.mark.parametrize(
     ("args", "settings", "message"),
     [
-        (["deploy"], {"SERVER": "tornado"}, "unknown SERVER 'tornado'. Valid: daphne"),
-        (["deploy"], {"REPLICAS": "0"}, "REPLICAS must be a whole number >= 1, got '0'"),
-        (["deploy"], {"REPLICAS": "two"}, "REPLICAS must be a whole number >= 1, got 'two'"),
-        (["deploy"], {"HTTP_PORT": "70000"}, "HTTP_PORT must be a port number, got '70000'"),
-        (["deploy"], {"STACK": "my stack"}, "STACK 'my stack': letters, digits"),
-        (
-            ["deploy"],
-            {"SWARM_RESOLVE_IMAGE": "sometimes"},
-            "SWARM_RESOLVE_IMAGE must be always, changed or never",
+        *(
+            (["deploy"], dict(item.split("=", 1) for item in settings.split(",")), message)
+            for settings, message in DEPLOY_REFUSALS.items()
         ),
-        (
-            ["deploy"],
-            {"SWARM_WAIT_TIMEOUT": "5m"},
-            "SWARM_WAIT_TIMEOUT must be a number of seconds, got '5m'",
-        ),
-        (["deploy"], {"TLS": "yes"}, "TLS must be 0 or 1, got 'yes'"),
-        (["deploy"], {"HTTPS_PORT": "-1"}, "HTTPS_PORT must be a port number, got '-1'"),
-        (["deploy"], {"SECRETS_DIR": "/nonexistent/secrets"}, "run 'make secrets'"),
-        (
-            ["deploy"],
-            {"SECRETS_DIR": "{tmp}/empty"},
-            "django_secret_key is missing or empty: run 'make secrets'",
-        ),
-        (
-            ["deploy"],
-            {"SECRETS_DIR": "{tmp}/secrets", "TLS": "1"},
-            "tls_certificate.pem: run 'make tls-cert'",
-        ),
-        (["upgrade"], {}, "usage: stack.sh deploy|config|wait|rm|purge"),
-        ([], {}, "usage: stack.sh deploy|config|wait|rm|purge"),
+        (["upgrade"], {}, USAGE),
+        ([], {}, USAGE),
     ],
 )
 def test_stack_script_refuses_bad_settings(
@@ -235,9 +226,7 @@ def test_stack_script_refuses_bad_settings(
     fake_secrets(tmp_path / "secrets")
     settings = {key: value.format(tmp=tmp_path) for key, value in settings.items()}
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **settings}
-    result = subprocess.run(
-        ["bash", str(STACK_SCRIPT), *args], capture_output=True, text=True, env=env, timeout=30, check=False
-    )
+    result = stack_script(*args, env=env)
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
 
@@ -247,14 +236,7 @@ def test_every_variant_is_accepted_by_the_script() -> None:
     # on to the next one, the secrets (missing here, so it stops there).
     for variant in registry():
         env = {"PATH": "/usr/bin:/bin", "SERVER": variant, "SECRETS_DIR": "/nonexistent"}
-        result = subprocess.run(
-            ["bash", str(STACK_SCRIPT), "deploy"],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=30,
-            check=False,
-        )
+        result = stack_script("deploy", env=env)
         assert "run 'make secrets'" in result.stderr, f"{variant}: {result.stderr}"
 
 

@@ -12,8 +12,9 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, Self
 
 import httpx
 import websockets
@@ -249,25 +250,24 @@ def close_counts(records: list[ReconnectRecord]) -> dict[str, int]:
     return dict(Counter(str(code) for record in records for code in record.closes))
 
 
-class ClientsInBackground:
-    """Reconnecting chat clients on an event loop of their own (a thread), so that the test can
-    run blocking docker commands meanwhile. ``with`` starts them; leaving the block stops them."""
+class Runner(Protocol):
+    async def run(self, stop: asyncio.Event) -> object: ...
 
-    def __init__(self, ws_url: str, origin: str, room: str, count: int, lifetime: float = 600.0) -> None:
-        self.clients = [ReconnectingClient(ws_url, origin, room, lifetime) for _ in range(count)]
+
+class InBackground:
+    """Coroutines ``run(stop)`` on an event loop of their own (a thread), so that the test can run
+    blocking docker commands meanwhile. ``with`` starts them; leaving the block sets ``stop`` and
+    waits up to ``join_timeout`` seconds for them to end."""
+
+    def __init__(self, runners: Sequence[Runner], join_timeout: float = 60) -> None:
+        self._runners = runners
+        self._join_timeout = join_timeout
         self._loop = asyncio.new_event_loop()
         self._stop: asyncio.Event | None = None
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    @property
-    def records(self) -> list[ReconnectRecord]:
-        return [client.record for client in self.clients]
-
-    def all_connected(self) -> bool:
-        return all(record.connected for record in self.records)
-
-    def __enter__(self) -> ClientsInBackground:
+    def __enter__(self) -> Self:
         self._thread.start()
         self._started.wait(timeout=10)
         return self
@@ -275,13 +275,28 @@ class ClientsInBackground:
     def __exit__(self, *exc: object) -> None:
         if self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout=60)
+        self._thread.join(timeout=self._join_timeout)
 
     def _run(self) -> None:
         async def main() -> None:
             self._stop = asyncio.Event()
             self._started.set()
-            await asyncio.gather(*(client.run(self._stop) for client in self.clients))
+            await asyncio.gather(*(runner.run(self._stop) for runner in self._runners))
 
         self._loop.run_until_complete(main())
         self._loop.close()
+
+
+class ClientsInBackground(InBackground):
+    """Reconnecting chat clients in the background."""
+
+    def __init__(self, ws_url: str, origin: str, room: str, count: int, lifetime: float = 600.0) -> None:
+        self.clients = [ReconnectingClient(ws_url, origin, room, lifetime) for _ in range(count)]
+        super().__init__(self.clients)
+
+    @property
+    def records(self) -> list[ReconnectRecord]:
+        return [client.record for client in self.clients]
+
+    def all_connected(self) -> bool:
+        return all(record.connected for record in self.records)

@@ -84,6 +84,19 @@ def wait_readyz(stack: Stack, status: int) -> dict[str, Any]:
         raise AssertionError(f"{exc}; last answer: {answers[-1] if answers else None}") from None
 
 
+async def talker_before_the_outage(stack: Stack, room: str) -> tuple[Any, dict[str, Any]]:
+    """A socket in ``room`` that said something while every dependency ran, and what it said."""
+    talker, _ = await join(stack.ws_url, stack.base_url, room, name="talker")
+    before = await say(talker, "before the outage")
+    assert before["type"] == "chat.message", before
+    return talker, before
+
+
+def stop(stack: Stack, service: str) -> None:
+    stopped = stack.compose("stop", service)
+    assert stopped.returncode == 0, stopped.stderr
+
+
 def start_again(stack: Stack, service: str) -> None:
     started = stack.compose("start", service)
     assert started.returncode == 0, started.stderr
@@ -95,13 +108,10 @@ def test_redis_restart(stack: Stack, record) -> None:
     room = unique_room("redis")
 
     async def scenario() -> dict[str, Any]:
-        talker, _ = await join(stack.ws_url, stack.base_url, room, name="talker")
-        before = await say(talker, "before the outage")
-        assert before["type"] == "chat.message", before
+        talker, before = await talker_before_the_outage(stack, room)
         sockets = [talker] + [(await join(stack.ws_url, stack.base_url, room))[0] for _ in range(LISTENERS)]
         watching = [asyncio.ensure_future(frames_until_closed(ws, OUTAGE_TIMEOUT)) for ws in sockets]
-        stopped = await asyncio.to_thread(stack.compose, "stop", "redis")
-        assert stopped.returncode == 0, stopped.stderr
+        await asyncio.to_thread(stop, stack, "redis")
         closed = await asyncio.gather(*watching)
         readyz = await asyncio.to_thread(wait_readyz, stack, 503)
         newcomer = await new_socket_outcome(stack, room)
@@ -146,14 +156,11 @@ def test_postgres_restart(stack: Stack, record) -> None:
     room = unique_room("postgres")
 
     async def scenario() -> dict[str, Any]:
-        talker, _ = await join(stack.ws_url, stack.base_url, room, name="talker")
-        before = await say(talker, "before the outage")
-        assert before["type"] == "chat.message", before
+        talker, before = await talker_before_the_outage(stack, room)
         # Sockets that stay quiet through the outage, on every process: their processes' pooled
         # connections died with PostgreSQL unused.
         quiet = [(await join(stack.ws_url, stack.base_url, room))[0] for _ in range(LISTENERS * 2)]
-        stopped = await asyncio.to_thread(stack.compose, "stop", "postgres")
-        assert stopped.returncode == 0, stopped.stderr
+        await asyncio.to_thread(stop, stack, "postgres")
         readyz = await asyncio.to_thread(wait_readyz, stack, 503)
         during = await say(talker, "during the outage")
         during_again = await say(talker, "during the outage, again")  # the socket stayed open

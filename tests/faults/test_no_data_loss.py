@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from typing import Any
 import pytest
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
-from tests.faults.clients import close_code, join, unique_room
+from tests.faults.clients import InBackground, close_code, join, unique_room
 from tests.faults.stack import TEST_TIMEOUT, Stack, wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(TEST_TIMEOUT)]
@@ -100,18 +99,15 @@ class Sender:
             return False
 
 
-class SendersInBackground:
-    """The senders on an event loop of their own (a thread), while the test injects faults."""
+class SendersInBackground(InBackground):
+    """The senders in the background, while the test injects faults."""
 
     def __init__(self, stack: Stack) -> None:
         rooms = [unique_room(f"noloss{index}") for index in range(ROOMS)]
         self.senders = [
             Sender(stack, room, f"{room}-s{index}") for room in rooms for index in range(SENDERS_PER_ROOM)
         ]
-        self._loop = asyncio.new_event_loop()
-        self._stop: asyncio.Event | None = None
-        self._started = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__(self.senders, join_timeout=ACK_TIMEOUT + 30)
 
     @property
     def records(self) -> list[SenderRecord]:
@@ -119,25 +115,6 @@ class SendersInBackground:
 
     def acked(self) -> int:
         return sum(len(record.acked) for record in self.records)
-
-    def __enter__(self) -> SendersInBackground:
-        self._thread.start()
-        self._started.wait(timeout=10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout=ACK_TIMEOUT + 30)
-
-    def _run(self) -> None:
-        async def main() -> None:
-            self._stop = asyncio.Event()
-            self._started.set()
-            await asyncio.gather(*(sender.run(self._stop) for sender in self.senders))
-
-        self._loop.run_until_complete(main())
-        self._loop.close()
 
 
 def traffic_goes_on(senders: SendersInBackground, seconds: float = SETTLE) -> None:

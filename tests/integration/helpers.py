@@ -24,6 +24,14 @@ def http(app: AppServer) -> httpx.Client:
     return httpx.Client(base_url=app.url, timeout=httpx.Timeout(20.0))
 
 
+def whoami(app: AppServer, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """What the app saw of this request (server, client address, scheme, HTTP version)."""
+    with http(app) as client:
+        response = client.get("/api/whoami", headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
 async def ws_connect(
     app: AppServer,
     path: str,

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from tests.harness import AppServer
-from tests.integration.helpers import http
+from tests.integration.helpers import http, whoami
 
 pytestmark = pytest.mark.integration
 
@@ -55,10 +55,7 @@ def test_db_reads_the_seeded_rows_from_postgresql(http_server: AppServer) -> Non
 
 
 def test_whoami_names_the_server_and_the_client(http_server: AppServer) -> None:
-    with http(http_server) as client:
-        response = client.get("/api/whoami")
-    assert response.status_code == 200
-    body = response.json()
+    body = whoami(http_server)
     assert body["server"] == http_server.server
     assert body["client_ip"] == "127.0.0.1"
     assert body["scheme"] == "http"
@@ -68,8 +65,7 @@ def test_whoami_names_the_server_and_the_client(http_server: AppServer) -> None:
 def test_forwarded_headers_are_believed_from_a_trusted_proxy(http_server: AppServer) -> None:
     # TRUSTED_PROXIES=127.0.0.1/32: this client is the proxy.
     headers = {"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https"}
-    with http(http_server) as client:
-        body = client.get("/api/whoami", headers=headers).json()
+    body = whoami(http_server, headers)
     assert body["client_ip"] == "6.6.6.6"
     assert body["scheme"] == "https"
 

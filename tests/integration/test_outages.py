@@ -10,9 +10,11 @@ import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 import pytest
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from tests.harness import SERVERS, AppServer, PostgresServer, RedisServer
@@ -42,24 +44,24 @@ class Stack:
     postgres: PostgresServer
 
 
+@contextlib.contextmanager
+def app_on(server: str, redis: RedisServer, postgres: PostgresServer) -> Iterator[Stack]:
+    with AppServer(server, redis_url=redis.url, database_url=postgres.url) as app:
+        yield Stack(app, redis, postgres)
+
+
 @pytest.fixture(params=SERVERS)
 def redis_outage(request: pytest.FixtureRequest, postgres_server: PostgresServer) -> Iterator[Stack]:
     """An app server on a Redis of its own (to stop), and the session's PostgreSQL."""
-    with (
-        RedisServer() as redis,
-        AppServer(request.param, redis_url=redis.url, database_url=postgres_server.url) as app,
-    ):
-        yield Stack(app, redis, postgres_server)
+    with RedisServer() as redis, app_on(request.param, redis, postgres_server) as stack:
+        yield stack
 
 
 @pytest.fixture(params=SERVERS)
 def postgres_outage(request: pytest.FixtureRequest, redis_server: RedisServer) -> Iterator[Stack]:
     """An app server on a PostgreSQL of its own (to stop), and the session's Redis."""
-    with (
-        PostgresServer() as postgres,
-        AppServer(request.param, redis_url=redis_server.url, database_url=postgres.url) as app,
-    ):
-        yield Stack(app, redis_server, postgres)
+    with PostgresServer() as postgres, app_on(request.param, redis_server, postgres) as stack:
+        yield stack
 
 
 async def refused_with_1013(app: AppServer, room: str, code: str) -> None:
@@ -83,6 +85,13 @@ async def join_after_recovery(app: AppServer, room: str) -> tuple[object, list[d
     raise AssertionError(f"no chat connection after {RECONNECT_ATTEMPTS} attempts")
 
 
+async def say_before_the_outage(ws: ClientConnection) -> dict[str, Any]:
+    """A message sent while every dependency runs: stored and broadcast."""
+    before = await say(ws, "before the outage")
+    assert before["type"] == "chat.message", before
+    return before
+
+
 # --- Redis ----------------------------------------------------------------------------------------
 
 
@@ -91,8 +100,7 @@ async def test_redis_outage_and_recovery(redis_outage: Stack) -> None:
     room = unique("redis")
     ws, _ = await join(app, room)
     async with ws:
-        before = await say(ws, "before the outage")
-    assert before["type"] == "chat.message"
+        before = await say_before_the_outage(ws)
 
     redis.stop()
     body = wait_for_readyz(app, 503, timeout=OUTAGE_READYZ_TIMEOUT)
@@ -118,7 +126,7 @@ async def test_first_chat_connection_after_redis_recovery(redis_outage: Stack) -
     room = unique("stale")
     ws, _ = await join(app, room)
     async with ws:
-        await say(ws, "before the outage")
+        await say_before_the_outage(ws)
     redis.stop()
     wait_for_readyz(app, 503, timeout=OUTAGE_READYZ_TIMEOUT)
     redis.start()
@@ -181,9 +189,7 @@ async def test_postgres_outage_and_recovery(postgres_outage: Stack) -> None:
     room = unique("postgres")
     ws, _ = await join(app, room)
     async with ws:
-        before = await say(ws, "before the outage")
-        assert before["type"] == "chat.message"
-
+        before = await say_before_the_outage(ws)
         postgres.stop()
         await send_json(ws, {"message": "during the outage"})
         error = await recv_until(ws, lambda frame: frame.get("type") == "error", within=DEPENDENCY_TIMEOUT)

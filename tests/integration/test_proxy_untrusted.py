@@ -8,7 +8,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 
 from tests.harness import SERVERS, AppServer
-from tests.integration.helpers import http, recv_json, ws_connect
+from tests.integration.helpers import recv_json, whoami, ws_connect
 
 pytestmark = pytest.mark.integration
 
@@ -21,16 +21,14 @@ def untrusting_app(request: pytest.FixtureRequest) -> Iterator[AppServer]:
 
 
 def test_forged_forwarded_for_is_ignored(untrusting_app: AppServer) -> None:
-    with http(untrusting_app) as client:
-        body = client.get("/api/whoami", headers={"X-Forwarded-For": "6.6.6.6"}).json()
+    body = whoami(untrusting_app, {"X-Forwarded-For": "6.6.6.6"})
     assert body["server"] == untrusting_app.server
     assert body["client_ip"] == "127.0.0.1"
 
 
 def test_forged_forwarded_proto_does_not_make_https(untrusting_app: AppServer) -> None:
     headers = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "6.6.6.6"}
-    with http(untrusting_app) as client:
-        body = client.get("/api/whoami", headers=headers).json()
+    body = whoami(untrusting_app, headers)
     assert body["scheme"] == "http"
     assert body["client_ip"] == "127.0.0.1"
 

@@ -1,13 +1,16 @@
 """The stack driver's pure parts: the registry, the variant selection, a stack's settings and URLs."""
 
+import os
 import socket
 import subprocess
 
 import pytest
 
 from stackctl import (
+    ROOT,
     SERVERS_FILE,
     Stack,
+    StackError,
     free_port,
     inherited_environment,
     registry,
@@ -59,6 +62,53 @@ def test_a_stack_is_selected_by_make_variables():
     tls = Stack("uvicorn", "rtd-x", 18000, https_port=18443)
     assert tls.make_variables()[-2:] == ["TLS=1", "HTTPS_PORT=18443"]
     assert (tls.port, tls.base_url, tls.ws_url) == (18443, "https://127.0.0.1:18443", "wss://127.0.0.1:18443")
+
+
+def test_extra_compose_files_go_over_the_makefiles_own(tmp_path):
+    """Make and the compose commands the Makefile runs without -f (make clean) see the same files."""
+    extra = tmp_path / "extra.yaml"
+    tls = Stack("uvicorn", "rtd-x", 18000, https_port=18443, compose_files=[extra])
+    files = [ROOT / "compose.yaml", ROOT / "compose.tls.yaml", extra]
+    assert tls.make_variables()[-1] == "COMPOSE_FILES=" + " ".join(f"-f {path}" for path in files)
+    assert tls.environment()["COMPOSE_FILE"] == os.pathsep.join(map(str, files))
+    assert "COMPOSE_FILE" not in Stack("uvicorn", "rtd-x", 18000).environment()
+
+
+class LeftoverStack(Stack):
+    """``make clean`` succeeds but leaves a container and a network; Docker removes them by force."""
+
+    def __init__(self) -> None:
+        super().__init__("uvicorn", "rtd-x", 18000)
+        self.left = {"container": ["c1"], "network": ["n1"], "volume": []}
+
+    def make(self, *args, timeout=0):
+        return subprocess.CompletedProcess(["make", *args], 0, "", "")
+
+    def resources(self):
+        return {kind: list(ids) for kind, ids in self.left.items()}
+
+
+def test_what_make_clean_leaves_behind_is_removed_by_force_and_said(monkeypatch):
+    calls = []
+
+    def docker(args, timeout=0):
+        calls.append(args)
+        kind = {"rm": "container", "network": "network"}[args[1]]
+        stack.left[kind] = []
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    monkeypatch.setattr("stackctl.stack.run", docker)
+    stack = LeftoverStack()
+    assert stack.clean() == ["container c1", "network n1"]
+    assert calls == [["docker", "rm", "-f", "c1"], ["docker", "network", "rm", "n1"]]
+
+
+def test_what_cannot_be_removed_is_an_error(monkeypatch):
+    monkeypatch.setattr(
+        "stackctl.stack.run", lambda args, timeout=0: subprocess.CompletedProcess(args, 1, "", "")
+    )
+    with pytest.raises(StackError, match=r"make clean left \{'container': \['c1'\], 'network': \['n1'\]\}"):
+        LeftoverStack().clean()
 
 
 def test_the_websocket_service_follows_the_registry():

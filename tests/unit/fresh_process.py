@@ -1,6 +1,7 @@
 """Run a snippet in a fresh interpreter inside app/: settings are read once per process."""
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -22,3 +23,15 @@ def json_from_fresh_process(script: str, environment: Mapping[str, str]) -> Any:
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+def request_signal_receivers(setup: str) -> dict[str, list[str]]:
+    """The receivers of Django's request_started and request_finished, by qualified name, in a
+    fresh process with the production settings after ``setup`` (Python statements) ran."""
+    script = (
+        f"import json; {setup}; from django.core import signals; "
+        "name = lambda r: f'{r.__module__}.{r.__qualname__}'; "
+        "print(json.dumps({s: [name(r) for r in sum(getattr(signals, s)._live_receivers(None), [])] "
+        "for s in ('request_started', 'request_finished')}))"
+    )
+    return json_from_fresh_process(script, {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"})

@@ -6,14 +6,13 @@ docstring of each module says what it mirrors), adapt it, then update the finger
 
 import hashlib
 import inspect
-import os
 
 from asgiref.sync import ThreadSensitiveContext
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.base import BaseHandler
 from django.utils.deprecation import MiddlewareMixin
 
-from tests.unit.fresh_process import json_from_fresh_process
+from tests.unit.fresh_process import request_signal_receivers
 
 # sha256 of the source of each Django function the fast path mirrors or overrides (Django 5.2).
 FINGERPRINTS = {
@@ -40,16 +39,7 @@ def test_mirrored_django_code_is_unchanged():
 
 def test_djangos_request_signal_receivers_are_the_moved_ones():
     """In a plain Django process (no fast handler), exactly what fastpath.signals moves is connected."""
-    script = (
-        "import django, json; django.setup(); "
-        "from django.core import signals; "
-        "import django.core.handlers.base; "
-        "name = lambda r: f'{r.__module__}.{r.__qualname__}'; "
-        "print(json.dumps({s: [name(r) for r in sum(getattr(signals, s)._live_receivers(None), [])] "
-        "for s in ('request_started', 'request_finished')}))"
-    )
-    environment = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"}
-    assert json_from_fresh_process(script, environment) == {
+    assert request_signal_receivers("import django; django.setup(); import django.core.handlers.base") == {
         "request_started": ["django.db.reset_queries", "django.db.close_old_connections"],
         "request_finished": [
             "django.db.close_old_connections",

@@ -2,7 +2,6 @@
 
 import io
 import json
-import os
 import sys
 import threading
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from django.core.handlers.wsgi import WSGIHandler
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
-from tests.unit.fresh_process import json_from_fresh_process
+from tests.unit.fresh_process import request_signal_receivers
 
 
 def on_new_thread(work: Callable[[], Any]) -> Any:
@@ -222,14 +221,7 @@ def test_the_replaced_receivers_are_djangos_database_ones():
 
 
 def test_the_wsgi_entry_point_installs_them():
-    script = (
-        "import json; import config.wsgi; from django.core import signals; "
-        "name = lambda r: f'{r.__module__}.{r.__qualname__}'; "
-        "print(json.dumps({s: [name(r) for r in sum(getattr(signals, s)._live_receivers(None), [])] "
-        "for s in ('request_started', 'request_finished')}))"
-    )
-    environment = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"}
-    assert json_from_fresh_process(script, environment) == {
+    assert request_signal_receivers("import config.wsgi") == {
         "request_started": ["core.fastpath.wsgi.on_request_started"],
         "request_finished": [
             "django.core.cache.close_caches",
