@@ -6,10 +6,81 @@ SIGKILL at that same deadline. Clients would see their sockets dropped without a
 20 s, and their room memberships would stay in Redis. This hook makes the worker's SIGTERM do what
 Uvicorn's does: every open WebSocket is closed at once with 1012 (service restart) and leaves its
 room (``core.consumers.stop_connections``), then the worker drains HTTP requests as before.
+
+It also makes the worker refuse a message over ``--websocket-max-message-size`` by a closing
+handshake. The worker reads the frame's announced length, sends 1009 and closes the TCP connection
+at once, while the client is still sending the message: a socket closed with unread data in it sends
+a reset, which drops the close frame on its way (of twenty clients sending 16 MiB each at once, most
+saw no close code). Here the rest of the refused frame is read and thrown away as it arrives, then
+frames are read on until the client answers the close, for ``CLOSE_TIMEOUT`` seconds at most.
+Covered by tests/security (many clients at once, each far over the limit, on every variant).
 """
 
+import asyncio
 import signal
+import struct
 from typing import Any
+
+from gunicorn.asgi import websocket
+
+CLOSE_TIMEOUT = 10.0  # seconds for the client to answer a 1009 (the websockets library's close_timeout)
+MASKING_KEY_BYTES = 4
+
+
+def announced_length(reads: list[bytes]) -> int:
+    """A frame's payload length, from its header and extended length as read (RFC 6455 section 5.2)."""
+    length = reads[0][1] & 0x7F
+    if length == 126:
+        return int(struct.unpack("!H", reads[1])[0])
+    if length == 127:
+        return int(struct.unpack("!Q", reads[1])[0])
+    return length
+
+
+class WebSocketProtocol(websocket.WebSocketProtocol):
+    _frame_reads: list[bytes]
+    _refused_bytes: int | None = None  # what is left of a frame refused with 1009
+
+    async def _read_exact(self, n: int) -> bytes | None:
+        data = await super()._read_exact(n)
+        if data:
+            self._frame_reads.append(data)
+        return data
+
+    async def _send_close(self, code: int, reason: str = "") -> None:
+        if code == websocket.CLOSE_MESSAGE_TOO_BIG and not self._close_sent:
+            self._refused_bytes = MASKING_KEY_BYTES + announced_length(self._frame_reads)
+        await super()._send_close(code, reason)
+
+    async def _read_frame(self) -> tuple[int, bytes] | None:
+        self._frame_reads = []
+        frame = await super()._read_frame()
+        if frame is not None or self._refused_bytes is None:
+            return frame
+        refused, self._refused_bytes = self._refused_bytes, None
+        try:
+            return await asyncio.wait_for(self._after_refusal(refused), CLOSE_TIMEOUT)
+        except TimeoutError:
+            return None  # the worker closes the connection, as it did at once before
+
+    async def _after_refusal(self, refused: int) -> tuple[int, bytes] | None:
+        """The refused frame's rest dropped as it arrives (never buffered whole), then the next frame."""
+        while refused:
+            self._data_event.clear()  # before looking: data that arrives after sets it again
+            if self._buffer:
+                dropped = min(refused, len(self._buffer))
+                del self._buffer[:dropped]
+                refused -= dropped
+                continue
+            if self._eof:
+                return None
+            self._resume_reading()
+            await self._data_event.wait()
+        return await self._read_frame()
+
+
+# The worker imports the class from its module each time a WebSocket opens (gunicorn.asgi.protocol).
+websocket.WebSocketProtocol = WebSocketProtocol  # type: ignore[misc]
 
 
 def post_worker_init(worker: Any) -> None:

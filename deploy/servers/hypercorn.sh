@@ -8,6 +8,9 @@
 # WebSockets for up to GRACEFUL_TIMEOUT: meanwhile new connections were queued in a backlog nobody
 # accepts, and Nginx's requests on them failed with 502 after the drain. prefork.py closes the socket
 # at once, so they are refused and Nginx retries them on another replica.
+#
+# deploy/bin/run_hypercorn.py is Hypercorn's own command line with a WebSocket message buffer that
+# stops at websocket_max_message_size (Hypercorn's keeps storing a refused message as it arrives).
 set -eu
 # shellcheck source=common.sh
 . "$(dirname "$0")/common.sh"
@@ -40,4 +43,4 @@ fi
 # still ends within the container's 30 s stop grace period.
 exec python "$(dirname "$0")/../bin/prefork.py" \
     --bind "$BIND_HOST:$PORT" --backlog "$backlog" --processes "$WEB_CONCURRENCY" --grace "$((GRACEFUL_TIMEOUT + 5))" -- \
-    hypercorn --config "$config" --bind 'fd://{fd}' "$ASGI_APP"
+    python "$(dirname "$0")/../bin/run_hypercorn.py" --config "$config" --bind 'fd://{fd}' "$ASGI_APP"

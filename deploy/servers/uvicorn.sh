@@ -15,9 +15,13 @@ set -eu
 # parses client frames faster.
 : "${UVICORN_WS:=wsproto}"
 
+# deploy/bin/run_uvicorn.py is Uvicorn's own command line with its wsproto protocol refusing a message
+# over --ws-max-size by a close handshake, so the 1009 reaches the client (Uvicorn resets the
+# connection as it sends it). Its workers load the same script, so they run the same protocol.
+
 if [ "$SERVER_ACCESS_LOG" = 1 ]; then access_log=--access-log; else access_log=--no-access-log; fi
 
-exec uvicorn "$ASGI_APP" \
+exec python "$(dirname "$0")/../bin/run_uvicorn.py" "$ASGI_APP" \
     --host "$BIND_HOST" --port "$PORT" \
     --workers "$WEB_CONCURRENCY" \
     --loop "$UVICORN_LOOP" --http "$UVICORN_HTTP" --ws "$UVICORN_WS" \

@@ -18,6 +18,7 @@ import ssl
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,6 +26,7 @@ import httpx
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from loadtests.lib.memory import pid_memory, process_tree
 from tests.nginx import access_log
 from tests.security.stack import HOST, Limits, Stack
 
@@ -253,6 +255,17 @@ def join(stack: Stack, path: str) -> Iterator[ClientConnection]:
         yield ws
 
 
+def chat_is_stored_and_broadcast(stack: Stack, text: str) -> None:
+    """Two members of a new room: the sender's acknowledgement carries the database id, and the
+    other member gets the same message."""
+    room = chat_room()
+    with join(stack, room) as alice, join(stack, room) as bob:
+        alice.send(json.dumps({"message": text}))
+        ack = recv_until(alice, lambda frame: frame.get("message") == text)
+        assert isinstance(ack["id"], int)
+        assert recv_until(bob, lambda frame: frame.get("message") == text) == ack
+
+
 Payload = str | bytes | Callable[[Limits], str | bytes]
 
 
@@ -292,6 +305,86 @@ def flood_answer(stack: Stack) -> str:
     if codes and set(codes) == {"rate_limited"}:
         return f"rate_limited errors, then {ending}"
     return f"errors {sorted(set(codes))}, then {ending}"
+
+
+# Many clients at once from one address (what Nginx's default per-address limits let through), each
+# sending one message far over the servers' limit: a server that stores what follows the limit grows by
+# all of it (Hypercorn did, until deploy/bin/run_hypercorn.py), and may be killed for memory.
+OVERSIZED_CLIENTS = 20
+OVERSIZED_BYTES = 16 * 1024 * 1024  # each: 256 times the default WS_MAX_MESSAGE_BYTES
+OVERSIZED_WITHIN = 15.0  # seconds for every close to arrive: every server answers as soon as it reads
+OVERSIZED_GROWTH = 64 * 1024 * 1024  # the servers' peak memory over their baseline, all clients together
+# Granian has no message size setting: its WebSocket library reads every frame up to its own 16 MiB
+# frame limit whole, and only then can the app refuse the message. What that costs is bounded by the
+# frame limit, once in Granian and once as the app's copy, per client.
+GRANIAN_FRAME_LIMIT = 16 * 1024 * 1024
+OVERSIZED_GROWTH_OF = {"granian": OVERSIZED_CLIENTS * 2 * GRANIAN_FRAME_LIMIT}
+
+
+class ServerProcesses:
+    """The processes of the containers serving /ws/, read from the host: their ids and summed RSS."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.roots = [
+            stack.inspect(container)["State"]["Pid"] for container in stack.containers(stack.ws_service)
+        ]
+
+    def pids(self) -> set[int]:
+        return {pid for root in self.roots for pid in process_tree(root)}
+
+    def rss(self) -> int:
+        return sum(pid_memory(root) for root in self.roots)
+
+
+def oversized_flood_answer(stack: Stack) -> str:
+    """Every client closed with 1009 in time, the servers' memory bounded, no process restarted; or
+    what happened instead."""
+    servers = ServerProcesses(stack)
+    pids, baseline = servers.pids(), servers.rss()
+    peak = baseline
+    message = "x" * OVERSIZED_BYTES
+    answers: list[str] = []
+    slowest = 0.0
+
+    def send_and_read(ws: ClientConnection) -> None:
+        nonlocal slowest
+        started = time.monotonic()
+        with contextlib.suppress(ConnectionClosed):  # closed while sending: the close code tells
+            ws.send(message)
+        try:
+            answer = next_frame(ws, within=OVERSIZED_WITHIN)
+        except TimeoutError:
+            answer = "no answer"
+        slowest = max(slowest, time.monotonic() - started)
+        answers.append(answer if isinstance(answer, str) else f"answered {answer}")
+
+    with contextlib.ExitStack() as sockets:
+        clients = [sockets.enter_context(join(stack, ECHO)) for _ in range(OVERSIZED_CLIENTS)]
+        senders = [threading.Thread(target=send_and_read, args=(ws,), daemon=True) for ws in clients]
+        for sender in senders:
+            sender.start()
+        while any(sender.is_alive() for sender in senders):
+            peak = max(peak, servers.rss())
+            time.sleep(0.1)
+    found = []
+    if answers != [TOO_BIG] * OVERSIZED_CLIENTS:
+        found.append(f"answers {sorted(set(answers))}")
+    if slowest > OVERSIZED_WITHIN:
+        found.append(f"the slowest close after {slowest:.1f} s")
+    growth = peak - baseline
+    if growth > OVERSIZED_GROWTH_OF.get(stack.server, OVERSIZED_GROWTH):
+        found.append(f"the servers grew by {growth >> 20} MiB")
+    if servers.pids() != pids:
+        found.append(f"processes restarted: {sorted(pids - servers.pids())} gone")
+    print(  # the figures, for the README (pytest -rP shows them)
+        f"{stack.server}: {OVERSIZED_CLIENTS} clients x {OVERSIZED_BYTES >> 20} MiB: {Counter(answers)}, "
+        f"slowest close {slowest:.1f} s, peak growth {growth / 2**20:.0f} MiB"
+    )
+    return "; ".join(found) or OVERSIZED_ANSWER
+
+
+OVERSIZED_ANSWER = "every one closed 1009 in time, memory bounded, no process restarted"
+TOO_BIG = "closed 1009"
 
 
 # --- HTTP through a client library (well-formed requests) ------------------------------------------

@@ -20,6 +20,9 @@ from websockets.sync.client import ClientConnection
 
 from tests.security.clients import (
     ECHO,
+    OVERSIZED_ANSWER,
+    TOO_BIG,
+    chat_is_stored_and_broadcast,
     chat_room,
     connection_limit_answer,
     flood_answer,
@@ -30,7 +33,7 @@ from tests.security.clients import (
     http_client,
     join,
     nginx_access_log,
-    recv_until,
+    oversized_flood_answer,
     slow_headers_answer,
     static_answer,
     still_open,
@@ -126,7 +129,6 @@ def request(method: str, target: str, **options: object) -> Probe:
 # The answers, in the words the probes use.
 OPEN = ", socket open"
 REFUSED = "HTTP 403"
-TOO_BIG = "closed 1009"
 FLOOD = "rate_limited errors, then closed 1008"
 IGNORED = "ignored: the real client address and scheme"
 TIMED_OUT = "closed by Nginx (408), never reached the app"
@@ -153,6 +155,7 @@ CASES = [
     Case("binary frame at the size limit", frame(binary_at_limit, ECHO), "error binary_not_supported" + OPEN),
     Case("binary frame one byte over", frame(binary_over_limit, ECHO), TOO_BIG),
     Case("flood of frames from one client", flood_answer, FLOOD),
+    Case("many clients at once, each far over the limit", oversized_flood_answer, OVERSIZED_ANSWER),
     # --- Handshakes: refused before any consumer runs ---
     Case("foreign Origin", handshake(ECHO, origin=EVIL), REFUSED),
     Case("no Origin", handshake(ECHO, origin=None), REFUSED),
@@ -211,14 +214,7 @@ def test_hostile_input(stack: Stack, bystander: ClientConnection, case: Case):
 def test_still_serving_after_the_hostile_input(stack: Stack, bystander: ClientConnection):
     # The socket opened before the cases is still answered.
     assert still_open(bystander) == "socket open"
-    # Chat stores and broadcasts: the acknowledgement carries the database id, the other member gets it.
-    room = chat_room()
-    with join(stack, room) as alice, join(stack, room) as bob:
-        text = f"after the cases {uuid.uuid4().hex}"
-        alice.send(json.dumps({"message": text}))
-        ack = recv_until(alice, lambda frame: frame.get("message") == text)
-        assert isinstance(ack["id"], int)
-        assert recv_until(bob, lambda frame: frame.get("message") == text) == ack
+    chat_is_stored_and_broadcast(stack, f"after the cases {uuid.uuid4().hex}")
     with http_client(stack) as client:
         assert client.get("/readyz").status_code == 200
     # Nothing crashed or restarted, and nobody got a 5xx, from Nginx or from the app behind it.

@@ -3,7 +3,6 @@ list), plain HTTP redirected, HSTS once, WSS chat, the page in a browser, secret
 
 from __future__ import annotations
 
-import json
 import socket
 import ssl
 import subprocess
@@ -17,7 +16,7 @@ import httpx
 import pytest
 
 from tests.harness.browser import browser_available, headless_chromium
-from tests.security.clients import handshake_answer, http_client, join, recv_until, whoami
+from tests.security.clients import chat_is_stored_and_broadcast, handshake_answer, http_client, whoami
 from tests.security.hardening import secret_values, secrets_in_archive
 from tests.security.stack import HOST, ROOT, TLS_CERTIFICATE, TLS_PRIVATE_KEY, Stack
 
@@ -135,13 +134,7 @@ def test_the_app_sees_https(tls_stack: Stack):
 
 
 def test_wss_chat(tls_stack: Stack):
-    room = f"/ws/chat/tls-{uuid.uuid4().hex[:12]}/"
-    with join(tls_stack, room) as alice, join(tls_stack, room) as bob:
-        text = f"over wss {uuid.uuid4().hex}"
-        alice.send(json.dumps({"message": text}))
-        ack = recv_until(alice, lambda frame: frame.get("message") == text)
-        assert isinstance(ack["id"], int)
-        assert recv_until(bob, lambda frame: frame.get("message") == text) == ack
+    chat_is_stored_and_broadcast(tls_stack, f"over wss {uuid.uuid4().hex}")
 
 
 def test_secure_settings_in_the_running_app(tls_stack: Stack):
