@@ -98,10 +98,11 @@ def process_tree(root: int, exclude: int) -> list[int]:
 class ServerCollector(Collector):
     """What a scrape of the container returns (see the module's docstring)."""
 
-    def __init__(self, path: str, server: str, root: int) -> None:
+    def __init__(self, path: str, server: str, root: int, exclude: int | None = None) -> None:
         self.path = path
         self.server = server
         self.root = root
+        self.exclude = os.getpid() if exclude is None else exclude  # this exporter
         self.multiprocess = MultiProcessCollector(None, path=path)
         self.ticks = os.sysconf("SC_CLK_TCK")
         self.page_size = resource.getpagesize()
@@ -115,7 +116,7 @@ class ServerCollector(Collector):
 
     def process_metrics(self) -> Iterator[Metric]:
         cpu = rss = vsize = fds = 0.0
-        tree = [pid for pid in process_tree(self.root, exclude=os.getpid()) if is_running(pid)]
+        tree = [pid for pid in process_tree(self.root, exclude=self.exclude) if is_running(pid)]
         for pid in tree:
             fields = _stat(pid)
             if fields is None:
