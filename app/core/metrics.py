@@ -6,9 +6,10 @@ multiprocess mode: one memory-mapped file per process and metric type), set by t
 ``METRICS_PORT``. Without that variable (``METRICS=0``, ``make dev``, the unit tests) the same calls
 count in this process's memory and nothing serves them.
 
-The hot path pays one counter increment and one histogram observation per HTTP request, a counter
-per WebSocket frame: a memory-mapped write each (about a microsecond). Labelled children are
-looked up once per label set (``_child``), not on every call.
+The hot path pays one counter increment and one histogram observation per HTTP request (about
+4 µs together in multiprocess mode, timed alone: 2 % of a core serving 5000 requests a second), and
+one counter increment per WebSocket frame (about 1 µs). Labelled children are looked up once per
+label set (``_child``), not on every call. The bench is where the real overhead is measured.
 
 Labels are bounded: route names (never paths), a fixed set of methods, status classes, error codes
 and close codes; no room name, no client address.
