@@ -51,11 +51,13 @@ WSGI_APP=config.wsgi:application
 : "${METRICS:=1}"
 : "${METRICS_PORT:=9100}"
 : "${PROMETHEUS_MULTIPROC_DIR:=/tmp/prometheus}"
-if [ "$METRICS" = 1 ]; then
-    mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
-    find "$PROMETHEUS_MULTIPROC_DIR" -maxdepth 1 -type f -name '*.db' -delete
+# A folder that cannot be written costs the metrics, never the server.
+if [ "$METRICS" = 1 ] && mkdir -p "$PROMETHEUS_MULTIPROC_DIR" \
+    && find "$PROMETHEUS_MULTIPROC_DIR" -maxdepth 1 -type f -name '*.db' -delete \
+    && [ -w "$PROMETHEUS_MULTIPROC_DIR" ]; then
     export PROMETHEUS_MULTIPROC_DIR
     python -m core.metrics_exporter --bind "$BIND_HOST" --port "$METRICS_PORT" &
 else
+    [ "$METRICS" != 1 ] || echo "metrics: $PROMETHEUS_MULTIPROC_DIR cannot be written; no /metrics" >&2
     unset PROMETHEUS_MULTIPROC_DIR
 fi

@@ -102,6 +102,17 @@ def test_every_variant_serves_its_metrics_and_names_itself(http_server: AppServe
     assert http_server.get_status("/metrics") == 404
 
 
+@pytest.mark.parametrize(
+    "env", [{"METRICS": "0"}, {"PROMETHEUS_MULTIPROC_DIR": "/proc/no-such-folder"}], ids=["off", "unwritable"]
+)
+def test_without_metrics_the_server_still_serves(env: dict[str, str]):
+    with AppServer("uvicorn", env=env) as app:
+        assert get_fresh(app, "/api/ping").status_code == 200
+        time.sleep(1)  # an exporter would be listening by now
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(app.metrics_url, timeout=5)
+
+
 # --- Two workers: the sum over every process -----------------------------------------------------------
 
 
