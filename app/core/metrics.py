@@ -161,7 +161,7 @@ def _child(metric: Any, *labels: str) -> Any:
 
 # Any other method (a client may send any token) is counted as "other": the label stays bounded.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-STATUS_CLASSES = ("1xx", "1xx", "2xx", "3xx", "4xx", "5xx")
+STATUS_CLASSES = ("", "1xx", "2xx", "3xx", "4xx", "5xx")  # by status // 100
 
 
 def status_class(status: int) -> str:
