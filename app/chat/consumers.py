@@ -12,7 +12,6 @@ of its own, so Channels opens none for them.
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 from collections.abc import Awaitable
 from typing import Any, TypeVar
@@ -20,6 +19,7 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from core import metrics
 from core.consumers import PortableConsumer
 from django.conf import settings
 
@@ -35,7 +35,7 @@ from chat.protocol import (
     parse_client_frame,
 )
 from chat.ratelimit import TokenBucket
-from chat.rooms import Broadcast, Member, RoomHub, hub_for
+from chat.rooms import Broadcast, Member, RoomHub, hub_for, wire_text
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -109,7 +109,7 @@ class GuardedConsumer(PortableConsumer):
         try:
             message = parse_client_frame(text_data, settings.CHAT_MESSAGE_MAX_CHARS)
         except ProtocolError as error:
-            await self.send(text_data=error.as_frame())
+            await self.send_error(error.code, error.detail)
             return
         await self.handle_message(message)
 
@@ -118,6 +118,7 @@ class GuardedConsumer(PortableConsumer):
 
     async def send_error(self, code: ErrorCode, detail: str) -> None:
         await self.send(text_data=error_frame(code, detail))
+        metrics.ws_error_frame(code.value)
 
     async def _refuse_flood(self) -> None:
         self.strikes += 1
@@ -137,6 +138,8 @@ class EchoConsumer(GuardedConsumer):
     It talks to no other connection and uses no channel layer: no Redis call per socket, and echo
     keeps working while Redis is down.
     """
+
+    metrics_route = "echo"
 
     async def handle_message(self, message: ClientMessage) -> None:
         await self.send_json({"message": message.text})
@@ -165,10 +168,12 @@ class ChatConsumer(GuardedConsumer):
     user_name: str
     layer: Any  # the default channel layer: the room's group lives there
     member: Member | None = None
+    metrics_route = "chat"
 
     async def connect(self) -> None:
         self.room = self.scope["url_route"]["kwargs"]["room"]
         if not is_valid_room(self.room):
+            metrics.ws_refused("room_name")
             await self.close()  # before accept: the handshake is refused (HTTP 403)
             return
         self.group = room_group(self.room)
@@ -219,6 +224,7 @@ class ChatConsumer(GuardedConsumer):
     async def room_overflow(self, event: dict[str, Any]) -> None:
         """This socket fell more than CHANNEL_LAYER_CAPACITY broadcasts behind its room (a slow client)."""
         logger.warning("slow socket, closing", extra={"room": self.room, "behind": event["behind"]})
+        metrics.ws_too_slow()
         await self.close_with_error(ErrorCode.TOO_SLOW, "too far behind the room; reconnect for the history")
 
     async def handle_message(self, message: ClientMessage) -> None:
@@ -228,10 +234,12 @@ class ChatConsumer(GuardedConsumer):
             logger.warning("message not stored", extra={"room": self.room, "error": str(exc)})
             await self.send_error(ErrorCode.STORAGE_UNAVAILABLE, "message not stored; send it again")
             return
+        metrics.chat_stored()
         event = stored.as_event()
         try:
-            await layer_call(self.layer.group_send(self.group, event))
+            await layer_call(self.layer.group_send(self.group, metrics.stamped_broadcast(event)))
         except DependencyError as exc:
+            metrics.layer_failure("group_send")
             # Stored but not broadcast: acknowledge it to the sender (it is in the database and in
             # everyone's history), then close so the client reconnects once the layer is back.
             await self.send_json(event)
@@ -239,7 +247,8 @@ class ChatConsumer(GuardedConsumer):
 
     async def chat_message(self, event: dict[str, Any]) -> None:
         """A broadcast from the room (type ``chat.message``), encoded once for all its sockets."""
-        await self.send(text_data=event.text if isinstance(event, Broadcast) else json.dumps(event))
+        await self.send(text_data=event.text if isinstance(event, Broadcast) else wire_text(event))
+        metrics.fanout_delivered(event)
 
     def _user_name(self) -> str:
         user = self.scope.get("user")

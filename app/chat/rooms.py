@@ -24,7 +24,10 @@ import asyncio
 import json
 import logging
 import weakref
+from collections.abc import Mapping
 from typing import Any
+
+from core import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +60,11 @@ def cancel_until_done(task: asyncio.Task[Any], every: float = 0.5, attempts: int
     task.add_done_callback(lambda done: done.cancelled() or done.exception())
 
 
+def wire_text(event: Mapping[str, Any]) -> str:
+    """An event as the JSON text frame the clients get: without its send time, kept for the metrics."""
+    return json.dumps({key: value for key, value in event.items() if key != metrics.BROADCAST_TIME_KEY})
+
+
 class Broadcast(dict[str, Any]):
     """One message read from the room's group: the event, as the layer delivered it, shared by every
     socket of the room in this process (none of them changes it)."""
@@ -69,7 +77,7 @@ class Broadcast(dict[str, Any]):
         try:
             return self._text
         except AttributeError:
-            self._text: str = json.dumps(self)
+            self._text: str = wire_text(self)
             return self._text
 
 
@@ -130,8 +138,12 @@ class Room:
 
     async def _open(self) -> None:
         layer = self.hub.layer
-        channel = await self.hub.bounded(layer.new_channel())
-        await self.hub.bounded(layer.group_add(self.group, channel))
+        try:
+            channel = await self.hub.bounded(layer.new_channel())
+            await self.hub.bounded(layer.group_add(self.group, channel))
+        except Exception:
+            metrics.layer_failure("join")
+            raise
         self.channel = channel
         self._tasks = [
             asyncio.ensure_future(self._read()),
@@ -144,6 +156,7 @@ class Room:
             try:
                 event = await self.hub.layer.receive(self.channel)
             except Exception as exc:
+                metrics.layer_failure("receive")
                 self.fail(exc)
                 return
             broadcast = Broadcast(event)
@@ -158,6 +171,7 @@ class Room:
             try:
                 await self.hub.bounded(self.hub.layer.group_add(self.group, self.channel))
             except Exception as exc:
+                metrics.layer_failure("renew")
                 self.fail(exc)
                 return
 
@@ -188,6 +202,7 @@ class Room:
         try:
             await self.hub.bounded(self.hub.layer.group_discard(self.group, self.channel))
         except Exception as exc:
+            metrics.layer_failure("leave")
             logger.warning("could not leave room", extra={"group": self.group, "error": f"{exc!r}"})
 
 

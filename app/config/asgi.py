@@ -29,6 +29,10 @@ from core.asgi_middleware import (  # noqa: E402
     RefusedHandshakeMiddleware,
     WebsocketProxyMiddleware,
 )
+from core.metrics import start_pool_sampler  # noqa: E402
+
+# Each worker imports this module: its database pool's figures go to the metrics (core/metrics.py).
+start_pool_sampler()
 
 # Inside: Channels' canonical stack. Around it (core/asgi_middleware.py): the proxy's client address
 # and request id, then the Host and Origin refusals made cheaply (no channel layer per refused

@@ -51,12 +51,14 @@ INSTALLED_APPS = [
     "chat",
 ]
 
-# Every middleware here runs on both the sync (WSGI) and async (ASGI) paths. Order matters:
-# Content-Length is measured last, on the finished response, so it comes first; then the proxy fix,
+# Every middleware here runs on both the sync (WSGI) and async (ASGI) paths. Order matters: the
+# metrics time the whole chain, so they come first; Content-Length is measured last, on the finished
+# response, so it comes next; then the proxy fix,
 # so that everything after it sees the real client address and scheme.
 # With the fast path, the ASGI handler builds Django's three classes below from their inline
 # variants (core/fastpath/middleware.py); the names stay Django's, which the deploy checks look for.
 MIDDLEWARE = [
+    "core.middleware.metrics_middleware",
     "core.middleware.content_length_middleware",
     "core.middleware.trusted_proxy_middleware",
     "core.middleware.request_id_middleware",

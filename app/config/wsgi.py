@@ -16,3 +16,8 @@ from django.conf import settings  # noqa: E402
 
 if settings.ASGI_FAST_PATH:
     fast_wsgi.install()
+
+# Each worker imports this module: its database pool's figures go to the metrics (core/metrics.py).
+from core.metrics import start_pool_sampler  # noqa: E402
+
+start_pool_sampler()

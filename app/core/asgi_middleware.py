@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlparse
 
@@ -9,6 +10,7 @@ from channels.security.websocket import AllowedHostsOriginValidator
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
+from core import metrics
 from core.logging import request_id_from, request_id_var
 from core.proxy import forwarded_client, is_trusted_proxy
 
@@ -23,15 +25,25 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def deny(scope: Scope, receive: Any, send: Any) -> None:
-    """Refuses a WebSocket handshake (the server answers HTTP 403) and returns at once.
+def refusal(reason: str) -> Callable[[Scope, Any, Any], Awaitable[None]]:
+    """An ASGI app that refuses a WebSocket handshake (the server answers HTTP 403) and returns at once.
 
-    For the refusals this app makes itself (unknown path, Host not allowed): unlike Channels'
-    ``WebsocketDenier``, a consumer, it opens no channel on the channel layer, so a refused
-    handshake costs no Redis call.
+    For the refusals this app makes itself (unknown path, bad room name, Host or Origin not
+    allowed): unlike Channels' ``WebsocketDenier``, a consumer, it opens no channel on the channel
+    layer, so a refused handshake costs no Redis call. It is counted by ``reason`` (core/metrics.py).
     """
-    await receive()  # websocket.connect
-    await send({"type": "websocket.close"})
+
+    async def refuse(scope: Scope, receive: Any, send: Any) -> None:
+        metrics.ws_refused(reason)
+        await receive()  # websocket.connect
+        await send({"type": "websocket.close"})
+
+    return refuse
+
+
+deny = refusal("route")  # no consumer for this path
+deny_host = refusal("host")
+deny_origin = refusal("origin")
 
 
 class RefusedHandshakeMiddleware:
@@ -71,9 +83,9 @@ class RefusedHandshakeMiddleware:
             if refused.is_set():
                 return _REFUSED_DISCONNECT
             message = asyncio.ensure_future(receive())
-            refusal = asyncio.ensure_future(refused.wait())
-            await asyncio.wait({message, refusal}, return_when=asyncio.FIRST_COMPLETED)
-            refusal.cancel()
+            refused_wait = asyncio.ensure_future(refused.wait())
+            await asyncio.wait({message, refused_wait}, return_when=asyncio.FIRST_COMPLETED)
+            refused_wait.cancel()
             if message.done():
                 return message.result()
             message.cancel()
@@ -138,12 +150,12 @@ class WebsocketProxyMiddleware:
 
 
 class AllowedOriginMiddleware:
-    """Refuses a handshake whose Origin does not name an allowed host (or that has none), with ``deny``.
+    """Refuses a handshake whose Origin does not name an allowed host (or that has none).
 
     The decision is Channels' own: ``AllowedHostsOriginValidator``'s ``valid_origin``, which also
     stays in the stack behind this one. Only the refusal differs: Channels refuses with
     ``WebsocketDenier``, a consumer that opens a channel on the layer (a Redis read per refused
-    handshake); ``deny`` opens none.
+    handshake); ``refusal`` opens none.
     """
 
     def __init__(self, app: Any) -> None:
@@ -155,7 +167,7 @@ class AllowedOriginMiddleware:
         if self.validator.valid_origin(urlparse(origin) if origin is not None else None):
             await self.app(scope, receive, send)
         else:
-            await deny(scope, receive, send)
+            await deny_origin(scope, receive, send)
 
 
 class AllowedHostMiddleware:
@@ -167,6 +179,6 @@ class AllowedHostMiddleware:
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         domain, _port = split_domain_port(_header(scope, b"host") or "")
         if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
-            await deny(scope, receive, send)
+            await deny_host(scope, receive, send)
             return
         await self.app(scope, receive, send)

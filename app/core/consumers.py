@@ -18,6 +18,8 @@ from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from core import metrics
+
 # 1012, service restart: the server is stopping (a restart, a deploy), the client reconnects now.
 SERVICE_RESTART = 1012
 
@@ -99,7 +101,9 @@ class PortableConsumer(AsyncWebsocketConsumer):
     """
 
     channel_layer_alias = NO_OWN_CHANNEL
+    metrics_route = "other"  # the route's name in the metrics (core/metrics.py)
     _close_sent = False  # this side closed the socket already (the server completes the handshake)
+    _open = False  # accepted, and counted among the open connections until it ends
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -115,6 +119,11 @@ class PortableConsumer(AsyncWebsocketConsumer):
             await super().__call__(scope, self._client_receive, send)
         except asyncio.CancelledError:
             await self._stopped_by_server(receive)
+        finally:
+            # However it ended (disconnect, a server's cancellation, a failure): no longer open.
+            if self._open:
+                self._open = False
+                metrics.ws_ended(self.metrics_route)
 
     async def _stopped_by_server(self, receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
         """The server cancelled this connection: it is stopping, and sends no websocket.disconnect.
@@ -162,6 +171,9 @@ class PortableConsumer(AsyncWebsocketConsumer):
             await handler(message)
 
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        if self._open and not self._close_sent:  # before accept, a close refuses the handshake
+            sent = 1000 if code is None or isinstance(code, bool) else code  # Channels sends none: 1000
+            metrics.ws_closed(self.metrics_route, sent, "app")
         self._close_sent = True
         async with self._client_receive.paused():
             await super().close(code, reason)
@@ -178,12 +190,26 @@ class PortableConsumer(AsyncWebsocketConsumer):
 
     async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
         await super().accept(subprotocol, headers)
+        self._open = True
+        metrics.ws_accepted(self.metrics_route)
         # Granian and Gunicorn's ASGI worker have no ping setting: their start files set
         # WS_APP_HEARTBEAT, and the app keeps idle sockets alive through Nginx's read timeout itself.
         if settings.WS_APP_HEARTBEAT > 0:
             self.start_background(self._beat(settings.WS_APP_HEARTBEAT))
 
+    async def websocket_receive(self, message: dict[str, Any]) -> None:
+        metrics.ws_frame_received(self.metrics_route)
+        await super().websocket_receive(message)
+
+    async def send(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
+    ) -> None:
+        await super().send(text_data, bytes_data, close)
+        metrics.ws_frame_sent(self.metrics_route)
+
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        if self._open and not self._close_sent:  # the peer closed first (or the connection was lost)
+            metrics.ws_closed(self.metrics_route, message.get("code"), "peer")
         self._stop_background()
         await super().websocket_disconnect(message)
 

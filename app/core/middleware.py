@@ -4,12 +4,15 @@ Each one is a plain function decorated with ``sync_and_async_middleware``, so un
 on the event loop (no thread hop) and under WSGI it runs inline.
 """
 
+import time
 from collections.abc import Awaitable, Callable
 
 from asgiref.sync import iscoroutinefunction
+from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.decorators import sync_and_async_middleware
 
+from core import metrics
 from core.logging import request_id_from, request_id_var
 from core.proxy import forwarded_client, is_trusted_proxy
 
@@ -130,5 +133,40 @@ def allowed_host_middleware(get_response: GetResponse) -> GetResponse:
     def middleware(request: HttpRequest) -> HttpResponseBase:
         request.get_host()
         return get_response(request)
+
+    return middleware
+
+
+def _route(request: HttpRequest) -> str:
+    """The URL pattern's name (bounded), never the path; ``none`` when no pattern matched."""
+    match = request.resolver_match
+    return (match.url_name or match.view_name) if match is not None else "none"
+
+
+@sync_and_async_middleware
+def metrics_middleware(get_response: GetResponse) -> GetResponse:
+    """Counts every answer and its time (core/metrics.py). First in MIDDLEWARE: the time covers
+    every other middleware, and the answers they give themselves (a 400 for a bad Host) are counted.
+    """
+    handler = "fast" if settings.ASGI_FAST_PATH else "django"
+    if iscoroutinefunction(get_response):
+
+        async def async_middleware(request: HttpRequest) -> HttpResponseBase:
+            start = time.perf_counter()
+            response = await get_response(request)
+            seconds = time.perf_counter() - start
+            metrics.http_request(
+                _route(request), request.method or "", response.status_code, handler, seconds
+            )
+            return response
+
+        return async_middleware
+
+    def middleware(request: HttpRequest) -> HttpResponseBase:
+        start = time.perf_counter()
+        response = get_response(request)
+        seconds = time.perf_counter() - start
+        metrics.http_request(_route(request), request.method or "", response.status_code, handler, seconds)
+        return response
 
     return middleware

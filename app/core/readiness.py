@@ -11,6 +11,8 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
 
+from core import metrics
+
 logger = logging.getLogger(__name__)
 
 
@@ -74,9 +76,12 @@ async def _run(name: str, check: Callable[[], Awaitable[None]]) -> tuple[str, st
         await asyncio.wait_for(check(), timeout=settings.READINESS_TIMEOUT)
     except TimeoutError:
         error = f"no answer within {settings.READINESS_TIMEOUT:g}s"
+        metrics.readiness_check(name, "timeout")
     except Exception as exc:  # every failure is reported, none is raised
         error = f"{type(exc).__name__}: {exc}".strip()
+        metrics.readiness_check(name, "error")
     else:
+        metrics.readiness_check(name, "ok")
         return name, None
     logger.warning("readiness check failed", extra={"dependency": name, "error": error})
     return name, error

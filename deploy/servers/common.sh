@@ -41,3 +41,23 @@ ASGI_APP=config.asgi:application
 WSGI_APP=config.wsgi:application
 # Proxy trust is the app's job (TRUSTED_PROXIES, one rule for every server): the servers' own
 # X-Forwarded-* handling stays off so no server rewrites the client address a second way.
+
+# Metrics (app/core/metrics.py): every server process counts into files of PROMETHEUS_MULTIPROC_DIR
+# (prometheus-client's multiprocess mode), and one exporter per container, started here, serves
+# their sum as /metrics on METRICS_PORT (core/metrics_exporter.py tells why one exporter). It runs
+# beside the server, a child of it once the start file execs, and stops with it. The folder is on
+# the container's tmpfs and emptied first: the files of a previous run would count twice.
+# METRICS=0: no exporter, and the app counts in each process's memory only (no file writes).
+: "${METRICS:=1}"
+: "${METRICS_PORT:=9100}"
+: "${PROMETHEUS_MULTIPROC_DIR:=/tmp/prometheus}"
+# A folder that cannot be written costs the metrics, never the server.
+if [ "$METRICS" = 1 ] && mkdir -p "$PROMETHEUS_MULTIPROC_DIR" \
+    && find "$PROMETHEUS_MULTIPROC_DIR" -maxdepth 1 -type f -name '*.db' -delete \
+    && [ -w "$PROMETHEUS_MULTIPROC_DIR" ]; then
+    export PROMETHEUS_MULTIPROC_DIR
+    python -m core.metrics_exporter --bind "$BIND_HOST" --port "$METRICS_PORT" &
+else
+    [ "$METRICS" != 1 ] || echo "metrics: $PROMETHEUS_MULTIPROC_DIR cannot be written; no /metrics" >&2
+    unset PROMETHEUS_MULTIPROC_DIR
+fi

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import websockets
 
-from stackctl import Stack
+from stackctl import Stack, registry
 from stackctl.replicas import check_chat_crosses
 from tests.e2e.conftest import ARTIFACTS, PROJECT, REPLICAS
 from tests.nginx import access_log
@@ -83,6 +83,30 @@ async def _echo(stack: Stack) -> dict:
     ) as ws:
         await ws.send(json.dumps({"message": "hello"}))
         return json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+
+
+# Run inside an app container: its metrics, fetched through its address on the backend network.
+_SCRAPE_FROM_THE_BACKEND = """
+import os, socket, urllib.request
+url = f"http://{socket.gethostname()}:{os.environ.get('METRICS_PORT') or 9100}/metrics"
+print(urllib.request.urlopen(url, timeout=10).read().decode())
+"""
+
+
+def test_metrics_on_the_backend_network_only(stack: Stack):
+    # Nginx answers /metrics itself, with 404: the public site never shows them.
+    response = get(stack, "/metrics")
+    assert response.status_code == 404
+    assert nginx_log_entry(stack, response.headers["x-request-id"])["upstream_addr"] == ""
+    # Every app container (and the WebSocket sidecar) serves them on its backend address, published nowhere.
+    for service in stack.app_services:
+        variant = stack.server if service == "app" else registry()[stack.server]
+        for container in stack.containers(service):
+            ports = stack.inspect(container)["NetworkSettings"]["Ports"] or {}
+            assert not any(ports.values()), f"{service} publishes {ports}"
+            text = stack.exec_python(container, _SCRAPE_FROM_THE_BACKEND)
+            assert f'realtime_django_server_info{{server="{variant}"}} 1.0' in text
+            assert "realtime_django_http_requests_total{" in text
 
 
 def test_echo_through_nginx(stack: Stack):

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from stackctl import registry, variants
+from stackctl import free_port, registry, variants
 from tests.harness._process import HarnessError, Service
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ _INHERITED_NAMES_DROPPED = frozenset(
     {
         "SERVER", "TRUSTED_PROXIES", "FORWARDED_ALLOW_IPS", "REQUEST_BODY_MAX_BYTES", "PORT",
         "WEB_CONCURRENCY", "BIND_HOST", "GRACEFUL_TIMEOUT", "KEEPALIVE_TIMEOUT", "SERVER_ACCESS_LOG",
-        "ASGI_FAST_PATH", "PYTHONPATH",
+        "ASGI_FAST_PATH", "PYTHONPATH", "METRICS", "METRICS_PORT", "PROMETHEUS_MULTIPROC_DIR",
     }
 )  # fmt: skip
 
@@ -69,6 +69,7 @@ class AppServer(Service):
         self.app_dir = app_dir
         self.collectstatic = collectstatic
         super().__init__(port=port, keep=keep)
+        self.metrics_port = free_port()  # the exporter's (deploy/servers/common.sh), kept across restarts
 
     # --- Addresses ---------------------------------------------------------------------------------
 
@@ -83,6 +84,10 @@ class AppServer(Service):
     @property
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     @property
     def origin(self) -> str:
@@ -119,6 +124,8 @@ class AppServer(Service):
                 "GRACEFUL_TIMEOUT": str(GRACEFUL_TIMEOUT),
                 "SERVER_ACCESS_LOG": "1",
                 "TMPDIR": str(self.tmp),  # Hypercorn's start file writes its config file there
+                "METRICS_PORT": str(self.metrics_port),
+                "PROMETHEUS_MULTIPROC_DIR": str(self.tmp / "prometheus"),
                 "PYTHONUNBUFFERED": "1",
                 "PYTHONDONTWRITEBYTECODE": "1",
             }
@@ -143,7 +150,9 @@ class AppServer(Service):
         if self.process is not None:  # a restart: already migrated
             return
         manage = [self.python, "manage.py"]
-        options = {"cwd": self.app_dir, "env": self.environment()}
+        # As in the image's release task: the metrics folder is the server's (common.sh makes it).
+        env = {key: value for key, value in self.environment().items() if key != "PROMETHEUS_MULTIPROC_DIR"}
+        options = {"cwd": self.app_dir, "env": env}
         self.run_step([*manage, "migrate", "--noinput", "-v", "0"], **options)
         if self.collectstatic:
             self.run_step([*manage, "collectstatic", "--noinput", "-v", "0"], **options)

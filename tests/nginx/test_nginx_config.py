@@ -568,6 +568,16 @@ def test_nginx_health_is_answered_by_nginx(client: httpx.Client, app: StandIn):
     assert app.seen("/nginx-health") == []
 
 
+@pytest.mark.parametrize("target", ["/metrics", "/metrics?format=prometheus"])
+def test_metrics_are_never_served_on_the_public_site(client: httpx.Client, app: StandIn, target: str):
+    # The app's metrics live on their own port of the backend network (METRICS_PORT); Nginx answers
+    # /metrics itself, so no route the app may ever get can expose them here.
+    response = client.get(target)
+    assert response.status_code == 404
+    assert_security_headers(response)
+    assert app.seen("/metrics") == []
+
+
 # --- Static files ----------------------------------------------------------------------------------
 
 
