@@ -107,7 +107,7 @@ test-integration: venv ## Real server processes, Redis and PostgreSQL, over real
 	$(VENV)/bin/pytest tests/integration -q -m integration
 
 .PHONY: test-deploy
-test-deploy: venv ## Production material: systemd units, Kubernetes overlays, the Swarm stack file
+test-deploy: venv ## Production material: systemd units, Kubernetes overlays, the Swarm stack file, Prometheus' rules
 	$(VENV)/bin/pytest tests/deploy -q -m "not e2e"
 
 .PHONY: test-swarm

@@ -51,6 +51,7 @@ readonly TEST_PACKAGES=(
     "debootstrap debootstrap"
     "wrk wrk"
     "systemd systemd-analyze"
+    "prometheus promtool"
 )
 
 say() { printf 'bootstrap: %s\n' "$*"; }
@@ -268,6 +269,13 @@ main() {
                 for service in redis-server postgresql nginx; do
                     as_root service "$service" stop >/dev/null 2>&1 || true
                 done
+                # Of prometheus the tests need only promtool: the daemon its package starts (where
+                # no policy-rc.d forbids it) is stopped, and kept from starting at boot. A
+                # Prometheus that was installed before is left as it is.
+                if printf '%s\n' "${missing[@]}" | grep -qx prometheus; then
+                    as_root service prometheus stop >/dev/null 2>&1 || true
+                    as_root update-rc.d prometheus disable >/dev/null 2>&1 || true
+                fi
             fi
             ;;
         *) die "usage: scripts/bootstrap.sh stack|test" ;;

@@ -1,6 +1,7 @@
-"""For the pytest suites that drive the stack: what to do when the machine has no Docker engine."""
+"""For the pytest suites that drive the stack or a host tool: what to do when the machine lacks it."""
 
 import os
+import shutil
 
 import pytest
 
@@ -15,3 +16,15 @@ def require_docker(suite: str) -> None:
     if os.environ.get("E2E_REQUIRED") == "1":
         pytest.fail("E2E_REQUIRED=1 but no Docker engine answers `docker info`")
     pytest.skip(f"no Docker engine: the {suite} need one (`docker info` failed)")
+
+
+def require_tool(command: str, package: str) -> str:
+    """The path of the host tool ``command``. Without it the test is skipped, or fails when
+    ``E2E_REQUIRED=1``: ``make test`` installs ``package`` first (scripts/bootstrap.sh test)."""
+    found = shutil.which(command)
+    if found:
+        return found
+    missing = f"{command} is missing (Debian package {package}, which `scripts/bootstrap.sh test` installs)"
+    if os.environ.get("E2E_REQUIRED") == "1":
+        pytest.fail(f"E2E_REQUIRED=1 but {missing}")
+    pytest.skip(missing)

@@ -198,6 +198,13 @@ def module_constants(path: Path) -> Iterator[Default]:
                     yield Default(target.id, str(node.value.value))
 
 
+def prometheus_scrape_ports(path: Path) -> Iterator[Default]:
+    """The port of each scrape job's DNS lookup: the app's METRICS_PORT (the file reads no variable)."""
+    for job in yaml.safe_load(path.read_text())["scrape_configs"]:
+        for lookup in job.get("dns_sd_configs", []):
+            yield Default("METRICS_PORT", str(lookup["port"]))
+
+
 # Imports the settings module with each env helper wrapped to record the default it is called with.
 # Only the outermost call counts (get_int reads through get_str with the default as text).
 _RECORD_SETTINGS = """
@@ -271,6 +278,7 @@ PLACES = [
     Place("deploy/k8s/base/config.env", env_file),
     Place("deploy/k8s/base", kubernetes_env, may_define_none=True),
     Place("deploy/systemd/env.example", env_file),
+    Place("deploy/prometheus/prometheus.yml", prometheus_scrape_ports),
     # The harness runs the start files with values of its own (a short graceful stop), and its
     # tests send messages of the start files' default size.
     Place("tests/harness/app.py", module_constants, may_define_none=True),

@@ -88,6 +88,9 @@ exec "$@"
 FAKE_SERVICE = """#!/bin/bash
 echo "service $*" >> "$FAKE/calls"
 """
+FAKE_UPDATE_RC_D = """#!/bin/bash
+echo "update-rc.d $*" >> "$FAKE/calls"
+"""
 FAKE_BUILD_WHEELHOUSE = """#!/bin/bash
 echo "build-wheelhouse.sh" >> "$FAKE/calls"
 mkdir -p "$(dirname "$0")/../../requirements/wheelhouse"
@@ -194,6 +197,7 @@ def new_machine(root: Path, os_release: str = DEBIAN, init: str = "tini", uid: i
         _write(fake / "templates" / name, text, executable=True)
     _write(fake / "bin" / "id", FAKE_ID, executable=True)
     _write(fake / "bin" / "service", FAKE_SERVICE, executable=True)
+    _write(fake / "bin" / "update-rc.d", FAKE_UPDATE_RC_D, executable=True)
     _write(fake / "os-release", os_release)
     _write(fake / "comm", init + "\n")
     # The parts of the repository the script reads; the stand-in build is a fake.
@@ -355,7 +359,15 @@ def test_test_mode_off_debian_lists_every_missing_package_before_anything_else(t
     machine = new_machine(tmp_path, os_release=FEDORA)
     result = machine.run("test", YES="1")
     assert result.returncode == 1
-    for package in ("redis-server", "postgresql", "nginx-light", "chromium", "shellcheck", "wrk"):
+    for package in (
+        "redis-server",
+        "postgresql",
+        "nginx-light",
+        "chromium",
+        "shellcheck",
+        "wrk",
+        "prometheus",
+    ):
         assert package in result.stderr
     assert machine.called("docker") == []
 
@@ -368,6 +380,26 @@ def test_test_mode_installs_the_host_packages_and_keeps_their_services_stopped(d
     assert "redis-server" in first and "chromium-driver" in first
     assert "make" not in first and "git" not in first
     assert debian.called("service redis-server stop")
+
+
+def test_test_mode_installs_prometheus_for_promtool_with_its_daemon_stopped_and_off_at_boot(
+    debian: Machine,
+) -> None:
+    debian.has("docker", "dockerd", "docker-compose").state("daemon", "registry")
+    result = debian.run("test", YES="1")
+    assert result.returncode == 0, result.stderr
+    assert "prometheus" in debian.called("apt-get install")[0].split()
+    assert debian.called("service prometheus stop")
+    assert debian.called("update-rc.d prometheus disable")
+
+
+def test_test_mode_leaves_a_prometheus_installed_before_alone(debian: Machine) -> None:
+    debian.has("docker", "dockerd", "docker-compose").state("daemon", "registry").packages("prometheus")
+    result = debian.run("test", YES="1")
+    assert result.returncode == 0, result.stderr
+    assert "prometheus" not in debian.called("apt-get install")[0].split()
+    assert debian.called("service prometheus") == []
+    assert debian.called("update-rc.d") == []
 
 
 def test_test_mode_with_everything_installed_installs_nothing(debian: Machine) -> None:
