@@ -45,6 +45,12 @@ class StackError(RuntimeError):
     """The stack did not come up (or go away); the message carries what make and Docker said."""
 
 
+def said(result: subprocess.CompletedProcess[str]) -> str:
+    """The end of what a make command wrote: stdout and stderr (one stream where the runner merges
+    them, as the bench's does)."""
+    return f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}".strip()
+
+
 def inherited_environment(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     """The caller's environment without what would leak its own choices into the stack."""
     return {
@@ -107,7 +113,7 @@ class Stack:
         """The effective compose configuration, every value resolved, as ``make up`` sees it."""
         result = self.compose("config")
         if result.returncode != 0:
-            raise StackError(f"compose config failed (exit {result.returncode}): {result.stderr[-4000:]}")
+            raise StackError(f"compose config failed (exit {result.returncode}): {said(result)}")
         return result.stdout
 
     def up(self, replicas: int | None = None) -> None:
@@ -119,7 +125,7 @@ class Stack:
         except subprocess.TimeoutExpired:
             reason, output = f"timed out after {UP_TIMEOUT:.0f} s", ""
         else:
-            reason, output = f"exit {result.returncode}", f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+            reason, output = f"exit {result.returncode}", said(result)
             if result.returncode == 0:
                 return
         states = run(["docker", "ps", "-a", "--filter", f"label={PROJECT_LABEL}={self.project}"])
@@ -134,7 +140,7 @@ class Stack:
         """
         result = self.make("clean")
         if result.returncode != 0:
-            raise StackError(f"make clean failed (exit {result.returncode}): {result.stderr[-4000:]}")
+            raise StackError(f"make clean failed (exit {result.returncode}): {said(result)}")
         removal = {"container": ["rm", "-f"], "network": ["network", "rm"], "volume": ["volume", "rm", "-f"]}
         forced: list[str] = []
         for kind, ids in self.resources().items():

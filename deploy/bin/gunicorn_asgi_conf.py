@@ -23,7 +23,7 @@ from typing import Any
 
 from gunicorn.asgi import websocket
 
-CLOSE_TIMEOUT = 10.0  # seconds for the client to answer a 1009 (the websockets library's close_timeout)
+CLOSE_TIMEOUT = 10.0  # seconds for a client to answer a 1009, as on Uvicorn and Daphne (test_close_waits.py)
 MASKING_KEY_BYTES = 4
 
 

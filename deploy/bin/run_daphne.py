@@ -46,7 +46,7 @@ logger = logging.getLogger("daphne.server")
 # Seconds a close frame waits for the client's answer: the websockets library's default close_timeout.
 # (A connection closed because the server stops waits less, within the stop grace period:
 # core.consumers.CLOSE_HANDSHAKE_TIMEOUT.)
-CLOSE_HANDSHAKE_TIMEOUT = 10
+CLOSE_HANDSHAKE_TIMEOUT = 10  # as Uvicorn and gunicorn_asgi_conf.py wait (tests/deploy/test_close_waits.py)
 
 
 class WebSocketProtocol(ws_protocol.WebSocketProtocol):
