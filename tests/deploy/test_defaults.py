@@ -205,6 +205,17 @@ def prometheus_scrape_ports(path: Path) -> Iterator[Default]:
             yield Default("METRICS_PORT", str(lookup["port"]))
 
 
+def kubernetes_metrics_ports(path: Path) -> Iterator[Default]:
+    """The app containers' port named ``metrics``, and the port of the ``prometheus.io/port`` scrape
+    annotation: the app's METRICS_PORT (the manifests read no variable)."""
+    for manifest in sorted(path.rglob("*.yaml")):
+        text = manifest.read_text()
+        for match in re.finditer(r"- name: metrics\n\s+containerPort: (\d+)", text):
+            yield Default("METRICS_PORT", match[1])
+        for match in re.finditer(r'prometheus\.io/port: "(\d+)"', text):
+            yield Default("METRICS_PORT", match[1])
+
+
 # Imports the settings module with each env helper wrapped to record the default it is called with.
 # Only the outermost call counts (get_int reads through get_str with the default as text).
 _RECORD_SETTINGS = """
@@ -279,6 +290,7 @@ PLACES = [
     Place("deploy/k8s/base", kubernetes_env, may_define_none=True),
     Place("deploy/systemd/env.example", env_file),
     Place("deploy/prometheus/prometheus.yml", prometheus_scrape_ports),
+    Place("deploy/k8s", kubernetes_metrics_ports),
     # The harness runs the start files with values of its own (a short graceful stop), and its
     # tests send messages of the start files' default size.
     Place("tests/harness/app.py", module_constants, may_define_none=True),

@@ -14,6 +14,7 @@ The secrets' real files are never in the repository; a temp copy of deploy/k8s g
 
 from __future__ import annotations
 
+import copy
 import functools
 import http.client
 import os
@@ -385,6 +386,98 @@ def test_migration_job(render: Any, variant: str) -> None:
     assert ctr["image"] == container(one(objects, "Deployment", "app"), "app")["image"]
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
     assert env_value(objects, ctr, "DJANGO_SECRET_KEY_FILE")
+
+
+# --- Monitoring (components/monitoring and components/podmonitor) -------------------------------------
+
+MONITORING_COMPONENTS = ("../../components/monitoring", "../../components/podmonitor")
+OPERATOR_KINDS = {"PodMonitor"}  # the Prometheus Operator's: no schema among Kubernetes' own
+
+
+@pytest.fixture(scope="session")
+def monitored(k8s_tree: Path, render: Any) -> Any:
+    """An overlay with the monitoring components added before components/common, as the README and
+    the components' comments tell a user to."""
+
+    def _render(variant: str) -> tuple[Manifest, ...]:
+        source = (k8s_tree / overlay(variant) / "kustomization.yaml").read_text()
+        common = "  - ../../components/common"
+        assert source.count(common) == 1, "the overlay's last component is no longer common"
+        added = "".join(f"  - {component}\n" for component in MONITORING_COMPONENTS)
+        folder = k8s_tree / "monitored" / variant
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "kustomization.yaml").write_text(source.replace(common, added + common))
+        return render(f"monitored/{variant}")
+
+    return _render
+
+
+def metrics_port(pod_spec: Manifest) -> Manifest:
+    (port,) = [p for c in pod_spec["containers"] for p in c.get("ports", []) if p["name"] == "metrics"]
+    return port
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_server_pod_declares_its_metrics_port(render: Any, variant: str) -> None:
+    # Declared in base/ (the exporter runs in every pod); only the component opens it.
+    for deployment in of_kind(render(overlay(variant)), "Deployment"):
+        assert metrics_port(deployment["spec"]["template"]["spec"])["protocol"] == "TCP"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_monitoring_component_lets_prometheus_scrape_every_server_pod(monitored: Any, variant: str) -> None:
+    objects = monitored(variant)
+    deployments = of_kind(objects, "Deployment")
+    assert {d["metadata"]["name"] for d in deployments} == {
+        "app",
+        *(["ws"] if VARIANTS[variant] != variant else []),
+    }
+    policy = one(objects, "NetworkPolicy", "metrics-from-prometheus")
+    assert policy["metadata"]["namespace"] == "realtime-django"  # components/common still applies last
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]  # that port only
+    (peer,) = rule["from"]
+    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
+    (monitor,) = of_kind(objects, "PodMonitor")
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    for deployment in deployments:
+        template = deployment["spec"]["template"]
+        port = metrics_port(template["spec"])
+        assert template["metadata"]["annotations"] == {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(port["containerPort"]),
+            "prometheus.io/path": "/metrics",
+        }
+        labels = template["metadata"]["labels"]
+        assert selects(policy["spec"]["podSelector"]["matchLabels"], labels)
+        assert selects(monitor["spec"]["selector"]["matchLabels"], labels)
+        assert endpoint["port"] == port["name"]
+    assert endpoint["path"] == "/metrics"
+    assert endpoint["path"] == "/metrics"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_monitoring_components_add_and_change_nothing_else(render: Any, monitored: Any, variant: str) -> None:
+    def without_annotations(obj: Manifest) -> Manifest:
+        if obj["kind"] == "Deployment":
+            obj = copy.deepcopy(obj)
+            del obj["spec"]["template"]["metadata"]["annotations"]
+        return obj
+
+    added = {("NetworkPolicy", "metrics-from-prometheus"), ("PodMonitor", "realtime-django")}
+    objects = [without_annotations(o) for o in monitored(variant)]
+    assert [o for o in objects if (o["kind"], o["metadata"]["name"]) not in added] == list(
+        render(overlay(variant))
+    )
+
+
+@pytest.mark.parametrize("variant", [next(iter(VARIANTS))])
+def test_monitoring_components_match_the_kubernetes_schemas(monitored: Any, variant: str) -> None:
+    if kubernetes_validate is None:
+        pytest.skip("pip install kubernetes-validate (the Kubernetes JSON schemas, offline)")
+    for obj in monitored(variant):
+        if obj["kind"] not in OPERATOR_KINDS:
+            kubernetes_validate.validate(obj, SCHEMA_VERSIONS[-1], strict=True)
 
 
 def test_ws_deployment_mirrors_the_app(render: Any) -> None:
