@@ -41,6 +41,14 @@ _NOT_INHERITED = frozenset(
 _NOT_INHERITED_PREFIXES = ("LT_", "LOCUST_")
 
 
+# Run in an app container by Stack.metrics: the request Prometheus makes, from the backend network.
+_SCRAPE_METRICS = """
+import os, socket, urllib.request
+url = f"http://{socket.gethostname()}:{os.environ.get('METRICS_PORT') or 9100}/metrics"
+print(urllib.request.urlopen(url, timeout=10).read().decode())
+"""
+
+
 class StackError(RuntimeError):
     """The stack did not come up (or go away); the message carries what make and Docker said."""
 
@@ -216,6 +224,11 @@ class Stack:
         if result.returncode != 0:
             raise StackError(f"python in {container[:12]} failed: {result.stderr[-4000:]}")
         return result.stdout
+
+    def metrics(self, container: str) -> str:
+        """An app container's /metrics (Prometheus' text format), fetched inside it through its
+        address on the backend network: the exporter listens there only, unpublished."""
+        return self.exec_python(container, _SCRAPE_METRICS, timeout=30)
 
     def container_logs(self, container: str, *, tail: int | None = None, timestamps: bool = False) -> str:
         """What one container wrote, stdout and stderr interleaved."""

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from loadtests.bench import server_metrics
 from loadtests.bench.results import Measurement, Results, Run
 from loadtests.bench.stats import Spread, at_ceiling, ratio, spread
 from loadtests.lib import names
@@ -82,6 +83,34 @@ def _extra(scenario: str, row: str, runs: list[Run]) -> dict[str, Spread]:
     return extra
 
 
+def route_of(case: str) -> str | None:
+    """The URL pattern's name (the metrics' ``route`` label) of an HTTP case's path."""
+    return next((name for name, path in names.HTTP_ENDPOINTS.items() if path == case), None)
+
+
+def _server_extra(scenario: str, case: str, row: str, runs: list[Run]) -> dict[str, Spread]:
+    """The server's side of the runs that carry it (server_metrics): Django's own time for the case's
+    route, the CPU per request (or message) the client completed, the fan-out time in the app."""
+    extra: dict[str, Spread] = {}
+    # Capacity runs open sockets and hold them: CPU per handshake would be mostly idle time. A figure
+    # needs every run's server side: a median of the runs that happened to have one would mislead.
+    if scenario == "capacity" or any(run.server is None for run in runs):
+        return extra
+    measured = [(run.server or {}, (run.rows or {})[row]) for run in runs]
+    cpu = [server_metrics.cpu_ms_per_request(server, found["requests"]) for server, found in measured]
+    if all(value is not None for value in cpu):
+        extra["cpu_ms_per_request"] = spread(value for value in cpu if value is not None)
+    route = route_of(case) if scenario == "http" else None
+    timed = [server["routes"][route] for server, _ in measured if route in server.get("routes", {})]
+    fanout = [server["fanout"] for server, _ in measured if "fanout" in server]
+    for key, found in (("server", timed), ("server_fanout", fanout)):
+        for figure in ("p50_ms", "p99_ms", "mean_ms"):
+            values = [run[figure] for run in found if run.get(figure) is not None]
+            if values and len(values) == len(measured):  # every run, or no figure
+                extra[f"{key}_{figure.removesuffix('_ms')}"] = spread(values)
+    return extra
+
+
 def summarize(measurement: Measurement) -> Figures | None:
     """The figures of one measurement, or None when no run produced any."""
     row = measurement.row
@@ -111,7 +140,10 @@ def summarize(measurement: Measurement) -> Figures | None:
         other_failures=int(
             sum(other["failures"] for run in runs for name, other in (run.rows or {}).items() if name != row)
         ),
-        extra=_extra(measurement.scenario, row, runs),
+        extra={
+            **_extra(measurement.scenario, row, runs),
+            **_server_extra(measurement.scenario, measurement.case, row, runs),
+        },
         failure_samples=tuple(samples[:5]),
     )
 

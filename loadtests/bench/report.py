@@ -45,6 +45,11 @@ def fmt_ms(value: float) -> str:
     return f"{value:,.0f}"
 
 
+def fmt_cpu_ms(value: float) -> str:
+    """CPU milliseconds per request: tenths of a millisecond matter, whole ones are the exception."""
+    return f"{value:.2f}"
+
+
 def fmt_kib(value: float) -> str:
     return f"{value / 1024:,.1f} KiB"
 
@@ -262,6 +267,84 @@ def chat_tables(index: Index) -> list[Table]:
             rows.append([label, fmt_spread(f.rps, fmt_rate), *latency_cells(f), *ack, *errors])
         tables.append(Table(columns, rows, title=case))
     return tables
+
+
+def _extra_cell(f: Figures, key: str, fmt: Callable[[float], str] = fmt_ms) -> str:
+    return fmt_spread(f.extra[key], fmt) if key in f.extra else "n/a"
+
+
+def server_side_section(index: Index) -> Section | None:
+    """The client's latency beside Django's own (the app's /metrics over the same runs), and the CPU
+    the server's processes spent per request, message or delivery."""
+    hello = [f for f in index.figures if f.target == ASGI_HELLO and "cpu_ms_per_request" in f.extra]
+    http_rows, ws_rows = [], []
+    for tool in ("locust", "wrk"):
+        for case in index.cases("http", tool):
+            for t, p in index.variants:
+                f = index.get(t, p, "http", case, tool)
+                if f is None or "cpu_ms_per_request" not in f.extra:
+                    continue
+                http_rows.append(
+                    [
+                        index.label(t, p),
+                        f"GET {case}",
+                        tool,
+                        fmt_spread(f.p50, fmt_ms),
+                        _extra_cell(f, "server_p50"),
+                        fmt_spread(f.p99, fmt_ms),
+                        _extra_cell(f, "server_p99"),
+                        _extra_cell(f, "cpu_ms_per_request", fmt_cpu_ms),
+                    ]
+                )
+    for f in hello:
+        what = "WebSocket echo" if f.scenario == "echo" else f"GET {f.case}"
+        row = ["raw ASGI hello-world", what, f.tool, fmt_spread(f.p50, fmt_ms), "n/a"]
+        row += [fmt_spread(f.p99, fmt_ms), "n/a", _extra_cell(f, "cpu_ms_per_request", fmt_cpu_ms)]
+        (http_rows if f.scenario == "http" else ws_rows).append(row)
+    for scenario in ("echo", "chat"):
+        for case in index.cases(scenario):
+            for t, p in index.variants:
+                f = index.get(t, p, scenario, case)
+                if f is None or "cpu_ms_per_request" not in f.extra:
+                    continue
+                what = "WebSocket echo" if scenario == "echo" else f"chat, {case}"
+                ws_rows.append(
+                    [
+                        index.label(t, p),
+                        what,
+                        f.tool,
+                        fmt_spread(f.p50, fmt_ms),
+                        _extra_cell(f, "server_fanout_p50"),
+                        fmt_spread(f.p99, fmt_ms),
+                        _extra_cell(f, "server_fanout_p99"),
+                        _extra_cell(f, "cpu_ms_per_request", fmt_cpu_ms),
+                    ]
+                )
+    if not http_rows and not ws_rows:
+        return None
+    tables = []
+    if http_rows:
+        columns = ["variant", "what", "tool", "client p50 ms", "Django p50 ms", "client p99 ms"]
+        columns += ["Django p99 ms", "server CPU ms per request"]
+        tables.append(Table(columns, http_rows, title="HTTP"))
+    if ws_rows:
+        columns = ["variant", "what", "tool", "client p50 ms", "app fan-out p50 ms", "client p99 ms"]
+        columns += ["app fan-out p99 ms", "server CPU ms per message"]
+        tables.append(Table(columns, ws_rows, title="WebSockets"))
+    return Section(
+        "The server's side",
+        paragraphs=[
+            "The app's own /metrics, read from every app container before and after each run: "
+            "Django's time is from its first middleware to the response (without Nginx, the server's "
+            "parsing, or the wait for a worker), a quantile interpolated within the histogram's "
+            "buckets as Prometheus does, so as coarse as they are (1, 2.5, 5, 10, 25 ms ...). The app's "
+            "fan-out time runs from a room broadcast to each socket's send. CPU is the server "
+            "processes' (workers and supervisors) over the run, divided by the requests, messages or "
+            "deliveries the client completed: Nginx, Redis and PostgreSQL are not in it. What the "
+            "client sees beyond Django's time is the server, Nginx, the network and the queue.",
+        ],
+        tables=tables,
+    )
 
 
 def capacity_table(index: Index) -> Table | None:
@@ -561,6 +644,9 @@ def build_context(
                 else [],
             )
         )
+    server_side = server_side_section(index)
+    if server_side is not None:
+        sections.append(server_side)
     server_settings = server_settings_section(index, results)
     if server_settings is not None:
         sections.append(server_settings)

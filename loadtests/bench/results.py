@@ -44,6 +44,9 @@ class Run:
     rows: dict[str, Row] | None = None
     failure_samples: list[str] | None = None
     memory: dict[str, Any] | None = None  # capacity runs: the memory report of loadtests/lib/memory.py
+    # The app's own /metrics over the run (loadtests/bench/server_metrics.py): Django's time per
+    # route, CPU seconds, frames, fan-out.
+    server: dict[str, Any] | None = None
     error: str | None = None
     index: int = 0  # 1, 2, ... within its measurement
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loadtests.bench import machine, procs, report, tools
+from loadtests.bench import machine, procs, report, server_metrics, tools
 from loadtests.bench.analysis import ASGI_HELLO, NGINX_FIXED, NGINX_STATIC
 from loadtests.bench.config import BenchConfig, Profile, locust_mode, locust_workers
 from loadtests.bench.progress import Progress
@@ -174,15 +174,37 @@ class Bench:
     def measure(self, stage: Stage, job: Job) -> None:
         """Run one job, add its run to its measurement; abort the stage if the stack died."""
         run_dir = self.out / "runs" / stage.folder / job.folder
+        before = self.server_snapshot(stage, job.target)
         run = tools.run_tool(
             job.command(self.host(job.target.port), run_dir), job.row, run_dir, self.out, utc_now()
         )
         if job.finish is not None:
             job.finish(run, run_dir)
+        if before is not None and run.error is None:
+            after = self.server_snapshot(stage, job.target)
+            if after is not None:
+                try:
+                    run.server = server_metrics.difference(before, after)
+                except server_metrics.CounterResetError as exc:
+                    self.error(stage.name, f"{job.label}: server metrics", str(exc))
         measurement = self.measurement(
             job.target.name, stage.profile_name, job.scenario, job.case, job.tool, job.row, job.target.kind
         )
         self.add_run(measurement, run, stage)
+
+    def server_snapshot(self, stage: Stage, target: Target) -> server_metrics.Snapshot | None:
+        """The app containers' /metrics summed, for a run that goes through the app (a variant, or
+        the raw ASGI hello-world); None for the others. A variant whose metrics cannot be read is an
+        error of the stack (its figures are still kept)."""
+        if self.stack is None or (target.kind != "variant" and target.name != ASGI_HELLO):
+            return None
+        try:
+            containers = [c for service in self.stack.app_services for c in self.stack.containers(service)]
+            return server_metrics.snapshot(self.stack.metrics(container) for container in containers)
+        except (StackError, ValueError) as exc:
+            if target.kind == "variant":
+                self.error(stage.name, "server metrics", str(exc).splitlines()[0])
+            return None
 
     def add_run(self, measurement: Measurement, run: Run, stage: Stage) -> None:
         measurement.add(run)

@@ -29,6 +29,8 @@ def expected_cells(f: Figures) -> list[str]:
         cells.append(report.fmt_spread(f.rps, report.fmt_rate))
     else:
         cells.append(report.fmt_rps(f))
+    if "cpu_ms_per_request" in f.extra:  # the server's side (the app's /metrics over the runs)
+        cells.append(report.fmt_spread(f.extra["cpu_ms_per_request"], report.fmt_cpu_ms))
     return cells
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from loadtests.bench import config
-from loadtests.bench.analysis import analyse
+from loadtests.bench.analysis import analyse, route_of
 from loadtests.bench.results import Results
 from loadtests.lib import names
 from stackctl import Stack, inherited_environment
@@ -155,6 +155,26 @@ def test_every_measurement_was_made_and_succeeded(bench):
             assert "bytes_per_socket" in f.extra and f.extra["handshake_rate"].median > 0, where
         if f.scenario == "chat":
             assert "ack_p99" in f.extra, where
+            assert "server_fanout_p99" in f.extra, where  # the app's own fan-out time
+        # The app's /metrics over every run through it: its CPU, and Django's time per endpoint.
+        if (f.kind == "variant" or f.target == "asgi-hello") and f.scenario != "capacity":
+            assert f.extra["cpu_ms_per_request"].median > 0, where
+        if f.kind == "variant" and f.scenario == "http":
+            assert "server_p99" in f.extra, where
+    for m in Results.from_json(results).measurements:
+        for run in m.runs:
+            counted = {
+                r: c["requests"] for r, c in (run.server or {}).get("routes", {}).items() if r != "healthz"
+            }
+            if m.scenario == "http" and m.kind == "variant":
+                # Django answered every request the client completed, on that route alone; with wrk,
+                # no more than those and the ones in flight when it stopped (Locust's figures leave
+                # out its ramp-up: --reset-stats).
+                completed = run.rows[m.row]["requests"]
+                assert list(counted) == [route_of(m.case)], (m.key, counted)
+                assert completed <= counted[route_of(m.case)], m.key
+                if m.tool == "wrk":
+                    assert counted[route_of(m.case)] <= completed + settings.wrk.connections, m.key
     assert_report_shows(out, figures)
 
 

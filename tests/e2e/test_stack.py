@@ -85,14 +85,6 @@ async def _echo(stack: Stack) -> dict:
         return json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
 
 
-# Run inside an app container: its metrics, fetched through its address on the backend network.
-_SCRAPE_FROM_THE_BACKEND = """
-import os, socket, urllib.request
-url = f"http://{socket.gethostname()}:{os.environ.get('METRICS_PORT') or 9100}/metrics"
-print(urllib.request.urlopen(url, timeout=10).read().decode())
-"""
-
-
 def test_metrics_on_the_backend_network_only(stack: Stack):
     # Nginx answers /metrics itself, with 404: the public site never shows them.
     response = get(stack, "/metrics")
@@ -104,7 +96,7 @@ def test_metrics_on_the_backend_network_only(stack: Stack):
         for container in stack.containers(service):
             ports = stack.inspect(container)["NetworkSettings"]["Ports"] or {}
             assert not any(ports.values()), f"{service} publishes {ports}"
-            text = stack.exec_python(container, _SCRAPE_FROM_THE_BACKEND)
+            text = stack.metrics(container)
             assert f'realtime_django_server_info{{server="{variant}"}} 1.0' in text
             assert "realtime_django_http_requests_total{" in text
 
