@@ -203,6 +203,7 @@ class BenchConfig:
     warmup: float  # seconds of unrecorded load on each stack before its first measured run
     quick: bool
     ceiling: bool  # measure the generator's ceiling first
+    interleave: bool  # HTTP on every variant at once, round by round (else in each variant's stage)
     locust_processes: int  # -1: one worker per CPU core; 0: a single process; N: N workers
     web_concurrency: int  # server processes per app container, the same for every variant
     project: str
@@ -365,6 +366,12 @@ def parser() -> argparse.ArgumentParser:
         "--no-ceiling", action="store_true", default=None, help="skip the ceiling (BENCH_CEILING=0)"
     )
     p.add_argument(
+        "--no-interleave",
+        action="store_true",
+        default=None,
+        help="HTTP in each variant's own stage, not every stack up at once (BENCH_INTERLEAVE=0)",
+    )
+    p.add_argument(
         "--processes", help="Locust workers: -1 one per core, 0 one process (BENCH_LOCUST_PROCESSES)"
     )
     p.add_argument(
@@ -413,6 +420,9 @@ def load(
         warmup=(2.0 if quick else 10.0) if not warmup.strip() else _warmup(warmup),
         quick=quick,
         ceiling=not (bool(args.no_ceiling) or not _flag(environ.get("BENCH_CEILING", "1"), "BENCH_CEILING")),
+        interleave=not (
+            bool(args.no_interleave) or not _flag(environ.get("BENCH_INTERLEAVE", "1"), "BENCH_INTERLEAVE")
+        ),
         locust_processes=_int(
             pick(args.processes, "BENCH_LOCUST_PROCESSES", "0" if quick else "-1"), "BENCH_LOCUST_PROCESSES"
         ),

@@ -484,7 +484,9 @@ def server_settings_section(index: Index, results: Results) -> Section | None:
             else:
                 variables = " ".join(f"{k}={v}" for k, v in found.get("env", {}).items())
                 cells = [fmt_command(found.get("argv", [])), variables]
-            rows.append([label, SERVICE_LABELS.get(service, service), *cells])
+            row = [label, SERVICE_LABELS.get(service, service), *cells]
+            if row not in rows:  # a variant's stacks in the comparison and its own stage run the same
+                rows.append(row)
     if not rows:
         return None
     return Section(
@@ -520,6 +522,12 @@ def settings_items(results: Results) -> list[str]:
         f"{wrk.get('connections')} connections, {wrk.get('duration')} s per run.",
         f"Every measurement: {_runs(s.get('repeats'))}, reported as median (min to max); the rounds of runs "
         f"are interleaved across endpoints. Warm-up: {s.get('warmup_s')} s of load on each stack first.",
+        "HTTP, Locust and wrk: every variant's stack up at once, each round measuring every endpoint on "
+        "every variant in turn, so that a drift of the machine during the bench spreads over every variant "
+        "alike."
+        if s.get("interleave")
+        else "HTTP, Locust and wrk: in each variant's own stage, one stack at a time (BENCH_INTERLEAVE=0): "
+        "a drift of the machine between stages shows in the ratios between variants.",
         f"HTTP: {http.get('users')} Locust users in a closed loop (no think time), "
         f"{http.get('duration')} s per run, each endpoint alone; statistics reset once every user "
         "has started.",
@@ -705,11 +713,11 @@ def environment_section(results: Results) -> Section:
     versions = key_values(stack_versions + [(f"host: {k}", v) for k, v in results.host_versions.items()])
     versions.title = "Versions"
     stacks = Table(
-        ["stage", "server", "image", "containers", "Docker userland proxy", "compose config"],
+        ["stage", "variant", "image", "containers", "Docker userland proxy", "compose config"],
         [
             [
+                s.get("stage", ""),
                 s["target"] if not s.get("profile") else f"{s['target']} · {s['profile']}",
-                s["server"],
                 str(s.get("image", ""))[:19],
                 ", ".join(f"{k} x{len(v)}" for k, v in s.get("containers", {}).items()),
                 "yes" if s.get("docker_userland_proxy") else "no",

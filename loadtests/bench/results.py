@@ -8,7 +8,7 @@ JSON objects it was written as: the report prints those as they are.
 
 import dataclasses
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +74,7 @@ class Measurement:
     tool: str
     row: str  # the tool's row that carries the figure
     runs: list[Run] = field(default_factory=list)
+    stage: str = ""  # the stage that measured it (a failed attempt of that stage forgets it)
 
     @property
     def key(self) -> MeasurementKey:
@@ -132,27 +133,29 @@ class Results:
     notes: list[str] = field(default_factory=list)  # what went wrong and was recovered from
 
     def measurement(
-        self, target: str, profile: str, scenario: str, case: str, tool: str, row: str, kind: str = "variant"
+        self,
+        target: str,
+        profile: str,
+        scenario: str,
+        case: str,
+        tool: str,
+        row: str,
+        kind: str = "variant",
+        stage: str = "",
     ) -> Measurement:
         """The measurement of that key, created (in the order measured) on first use."""
         key = (target, profile, scenario, case, tool)
         for found in self.measurements:
             if found.key == key:
                 return found
-        created = Measurement(kind, target, profile, scenario, case, tool, row)
+        created = Measurement(kind, target, profile, scenario, case, tool, row, stage=stage)
         self.measurements.append(created)
         return created
 
-    def forget(self, belongs: Callable[[str, str, str], bool]) -> None:
-        """Drop the measurements and stack records of a failed stage attempt.
-
-        ``belongs(kind, target, profile)`` says whether a record is the stage's."""
-        self.measurements = [m for m in self.measurements if not belongs(m.kind, m.target, m.profile)]
-        self.stacks = [
-            s
-            for s in self.stacks
-            if not belongs(s.get("kind", ""), s.get("target", ""), s.get("profile") or "")
-        ]
+    def forget(self, stage: str) -> None:
+        """Drop the measurements and stack records of a failed attempt of ``stage``."""
+        self.measurements = [m for m in self.measurements if m.stage != stage]
+        self.stacks = [s for s in self.stacks if s.get("stage") != stage]
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

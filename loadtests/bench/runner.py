@@ -1,8 +1,12 @@
 """The bench: the generator's ceiling, then every variant under every app profile, side by side.
 
-For each stage: up (``make up``), warm-up, the measured runs (each repeated, rounds interleaved so
-that a drift of the machine spreads over every endpoint alike), down (``make clean``). A stage whose
-stack fails runs once more from scratch. Every run's raw figures go into ``results.json`` as soon as
+Stages, in order: the ceiling; the comparison, where every variant's stack is up at once and each
+round measures every HTTP endpoint on every variant in turn (so that a drift of the machine over
+the bench spreads over every variant alike, instead of favouring the variants measured first);
+then one stage per variant for the WebSocket scenarios. BENCH_INTERLEAVE=0 measures HTTP in the
+variant's own stage instead. Each stage: up (``make up``), warm-up, the measured runs (each
+repeated, rounds interleaved), down (``make clean``). A stage whose stack fails runs once more
+from scratch. Every run's raw figures go into ``results.json`` as soon as
 the stage ends; the report is rendered from that file alone (``loadtests.bench.report``).
 
 What a run of each scenario is lives in ``scenarios``; running a tool, in ``tools``; the records, in
@@ -59,6 +63,7 @@ CEILING_HEADER = "x-bench-ceiling"
 PLAN_UP = 45.0
 PLAN_SCALE = 30.0
 PLAN_DOWN = 10.0
+COMPARISON = "comparison"  # the stage that measures HTTP on every variant at once
 STAGE_ATTEMPTS = 2  # a stage whose stack fails is run once more from scratch
 
 
@@ -87,7 +92,7 @@ class Step:
 
 @dataclass
 class Stage:
-    kind: str  # "ceiling" or "variant"
+    kind: str  # "ceiling", "comparison" or "variant"
     target: str
     profile: Profile | None
     steps: list[Step] = field(default_factory=list)
@@ -103,7 +108,7 @@ class Stage:
 
     @property
     def folder(self) -> str:
-        return "ceiling" if self.kind == "ceiling" else slug(f"{self.target}-{self.profile_name}")
+        return self.kind if self.kind != "variant" else slug(f"{self.target}-{self.profile_name}")
 
 
 class Bench:
@@ -111,7 +116,9 @@ class Bench:
         self.config = config
         self.out = out_dir
         self.workers = locust_workers(config.locust_processes)
-        self.stack: Stack | None = None
+        self.stack: Stack | None = None  # the stack the next run goes to
+        self.stacks: dict[Target, Stack] = {}  # every stack of the stage, taken down at its end
+        self.without_metrics: set[str] = set()  # projects whose app runs no exporter (METRICS=0)
         self.results = Results(
             started_at=utc_now(),
             # The command that produced the results, with the settings it took from the environment.
@@ -139,6 +146,7 @@ class Bench:
             "profiles": [{"name": p.name, "env": dict(p.env)} for p in c.profiles],
             "scenarios": list(c.scenarios),
             "repeats": c.repeats,
+            "interleave": c.interleave,
             "warmup_s": c.warmup,
             "ceiling": c.ceiling,
             "generator_threshold": c.threshold,
@@ -154,9 +162,17 @@ class Bench:
         }
 
     def measurement(
-        self, target: str, profile: str, scenario: str, case: str, tool: str, row: str, kind: str = "variant"
+        self,
+        target: str,
+        profile: str,
+        scenario: str,
+        case: str,
+        tool: str,
+        row: str,
+        kind: str = "variant",
+        stage: str = "",
     ) -> Measurement:
-        return self.results.measurement(target, profile, scenario, case, tool, row, kind)
+        return self.results.measurement(target, profile, scenario, case, tool, row, kind, stage)
 
     def error(self, stage: str, step: str, message: str) -> None:
         self.results.errors.append(BenchError(stage, step, message))
@@ -174,6 +190,8 @@ class Bench:
     def measure(self, stage: Stage, job: Job) -> None:
         """Run one job, add its run to its measurement; abort the stage if the stack died."""
         run_dir = self.out / "runs" / stage.folder / job.folder
+        if stage.kind == COMPARISON:  # every variant's runs in one stage: a folder each
+            run_dir = self.out / "runs" / stage.folder / slug(self.label(job.target)) / job.folder
         before = self.server_snapshot(stage, job.target)
         run = tools.run_tool(
             job.command(self.host(job.target.port), run_dir), job.row, run_dir, self.out, utc_now()
@@ -188,8 +206,9 @@ class Bench:
                 except server_metrics.CounterResetError as exc:
                     self.error(stage.name, f"{job.label}: server metrics", str(exc))
         measurement = self.measurement(
-            job.target.name, stage.profile_name, job.scenario, job.case, job.tool, job.row, job.target.kind
-        )
+            job.target.name, job.target.profile, job.scenario, job.case, job.tool, job.row, job.target.kind,
+            stage.name,
+        )  # fmt: skip
         self.add_run(measurement, run, stage)
 
     def server_snapshot(self, stage: Stage, target: Target) -> server_metrics.Snapshot | None:
@@ -197,6 +216,8 @@ class Bench:
         the raw ASGI hello-world); None for the others. A variant whose metrics cannot be read is an
         error of the stack (its figures are still kept)."""
         if self.stack is None or (target.kind != "variant" and target.name != ASGI_HELLO):
+            return None
+        if self.stack.project in self.without_metrics:
             return None
         try:
             containers = [c for service in self.stack.app_services for c in self.stack.containers(service)]
@@ -234,12 +255,17 @@ class Bench:
     # --- stages -------------------------------------------------------------------------------
 
     def stages(self) -> list[Stage]:
+        c = self.config
         stages = []
-        if self.config.ceiling and set(self.config.scenarios) & {"http", "wrk", "echo"}:
+        if c.ceiling and set(c.scenarios) & {"http", "wrk", "echo"}:
             stages.append(self.ceiling_stage())
-        for server in self.config.servers:
-            for profile in self.config.profiles:
-                stages.append(self.variant_stage(server, profile))
+        if c.interleave and (c.runs("http") or c.runs("wrk")):
+            stages.append(self.comparison_stage())
+        for server in c.servers:
+            for profile in c.profiles:
+                stage = self.variant_stage(server, profile)
+                if len(stage.steps) > 1:  # more than its `up`: a scenario of its own to measure
+                    stages.append(stage)
         return stages
 
     def ceiling_stage(self) -> Stage:
@@ -273,17 +299,58 @@ class Bench:
         stage.teardown = Step("down", PLAN_DOWN, self.down)
         return stage
 
+    def comparison_stage(self) -> Stage:
+        """HTTP with Locust and wrk on every variant and profile, every stack up at once: round by
+        round, each endpoint on each variant in turn."""
+        c = self.config
+        stage = Stage(COMPARISON, COMPARISON, None)
+        targets = [Target(server, profile=profile.name) for server in c.servers for profile in c.profiles]
+        profiles = {profile.name: profile for profile in c.profiles}
+        stage.steps.append(
+            Step(
+                f"up ({len(targets)} stacks)",
+                PLAN_UP * len(targets),
+                lambda: [self.variant_up(stage, target, profiles[target.profile]) for target in targets],
+            )
+        )
+        if c.warmup > 0:
+            for target in targets:
+                warm_up = self.warm_up_step(stage, f"http-{self.label(target)}", self.http)
+                stage.steps.append(self.on_stack_of(target, warm_up))
+        for k in range(1, c.repeats + 1):
+            for target in targets:
+                for scenario in (self.http, self.wrk):
+                    if c.runs(scenario.name):
+                        steps = self.steps_of(stage, scenario.jobs(target, k))
+                        stage.steps += [self.on_stack_of(target, step) for step in steps]
+        stage.teardown = Step("down", PLAN_DOWN * len(targets), self.down)
+        return stage
+
+    def label(self, target: Target) -> str:
+        """A variant's name in progress lines and folders, with its profile when there are several."""
+        return target.name if len(self.config.profiles) == 1 else f"{target.name}-{target.profile}"
+
+    def on_stack_of(self, target: Target, step: Step) -> Step:
+        """``step`` run against ``target``'s stack (the comparison stage has them all up)."""
+
+        def action() -> None:
+            self.stack = self.stacks[target]
+            step.action()
+
+        return Step(f"{self.label(target)} · {step.label}", step.planned, action)
+
     def variant_stage(self, server: str, profile: Profile) -> Stage:
         c = self.config
         stage = Stage("variant", server, profile)
-        target = Target(server)
-        stage.steps.append(Step("up", PLAN_UP, lambda: self.variant_up(stage)))
+        target = Target(server, profile=profile.name)
+        http_here = not c.interleave and (c.runs("http") or c.runs("wrk"))
+        stage.steps.append(Step("up", PLAN_UP, lambda: self.variant_up(stage, target, profile)))
         if c.warmup > 0:
-            if c.runs("http") or c.runs("wrk"):
+            if http_here:
                 stage.steps.append(self.warm_up_step(stage, "http", self.http))
             if set(c.scenarios) & {"echo", "chat", "capacity"}:
                 stage.steps.append(self.warm_up_step(stage, "echo", self.echo))
-        scenarios: list[Scenario] = [self.http, self.wrk, self.echo, self.capacity]
+        scenarios: list[Scenario] = [*([self.http, self.wrk] if http_here else []), self.echo, self.capacity]
         for scenario in scenarios:
             if c.runs(scenario.name):
                 stage.steps += self.steps_of(stage, scenario.rounds(target))
@@ -304,11 +371,17 @@ class Bench:
     def _stack_env(self) -> dict[str, str]:
         return {"WEB_CONCURRENCY": str(self.config.web_concurrency)}
 
-    def _record_stack(self, stage: Stage, started: float, extra: dict[str, Any] | None = None) -> None:
+    def stack_folder(self, stage: Stage, target: Target | None = None) -> Path:
+        """Where a stack's logs, compose configuration and profile override go."""
+        folder = self.out / "stacks" / slug(stage.name)
+        return folder / slug(self.label(target)) if stage.kind == COMPARISON and target else folder
+
+    def _record_stack(
+        self, stage: Stage, target: Target | None, started: float, extra: dict[str, Any] | None = None
+    ) -> None:
         stack = self.stack
         assert stack is not None
-        stage_slug = slug(stage.name)
-        config_file = self.out / "stacks" / stage_slug / "compose-config.yaml"
+        config_file = self.stack_folder(stage, target) / "compose-config.yaml"
         try:
             config_file.write_text(stack.compose_config())
             config_path: str | None = str(config_file.relative_to(self.out))
@@ -320,7 +393,8 @@ class Bench:
             for service in ("nginx", "app", "ws", "redis", "postgres", "fixed")  # fixed: the ceiling's
         }
         # What each server process runs with, read from the process itself (the report's settings).
-        profile_names = stage.profile.env if stage.profile else {}
+        profile = self.profile_of(target)
+        profile_names = profile.env if profile else {}
         servers = {
             service: machine.server_settings(stack, services[service][0], profile_names)
             for service in ("app", "ws")
@@ -331,10 +405,12 @@ class Bench:
                 self.error(stage.name, f"{service} server settings", found["error"])
         self.results.stacks.append(
             {
-                "kind": stage.kind,
-                "target": stage.target,
-                "profile": stage.profile.name if stage.profile else None,
+                "stage": stage.name,
+                "kind": "ceiling" if stage.kind == "ceiling" else "variant",
+                "target": target.name if target else stage.target,
+                "profile": target.profile if target else None,
                 "server": stack.server,
+                "project": stack.project,
                 "port": stack.port,
                 "up_seconds": round(time.monotonic() - started, 1),
                 "image": machine.image_of(stack),
@@ -348,32 +424,38 @@ class Bench:
         if not self.results.stack_versions:
             self.results.stack_versions = machine.stack_versions(stack)
 
-    def _new_stack(self, server: str, stage: Stage, compose_files: list[Path], env: dict[str, str]) -> Stack:
-        logs = self.out / "stacks" / slug(stage.name)
-        logs.mkdir(parents=True, exist_ok=True)
-        return Stack(
-            server=server,
-            project=self.config.project,
+    def profile_of(self, target: Target | None) -> Profile | None:
+        return next((p for p in self.config.profiles if target and p.name == target.profile), None)
+
+    def _new_stack(
+        self, target: Target, folder: Path, compose_files: list[Path], env: dict[str, str], project: str
+    ) -> Stack:
+        """A stack brought up next (its `up` is the caller's), and taken down with the stage."""
+        folder.mkdir(parents=True, exist_ok=True)
+        self.stack = self.stacks[target] = Stack(
+            server=target.name if target.kind == "variant" else CEILING_SERVER,
+            project=project,
             http_port=free_port(),
-            logs=logs,
+            logs=folder,
             compose_files=compose_files,
             env={**self._stack_env(), **env},
         )
+        return self.stack
 
-    def variant_up(self, stage: Stage) -> None:
-        assert stage.profile is not None
-        files: list[Path] = []
-        if stage.profile.env:
-            files.append(
-                write_override(
-                    self.out / "stacks" / slug(stage.name) / "profile.compose.yaml", stage.profile.env
-                )
-            )
-        self.stack = self._new_stack(stage.target, stage, files, {})
+    def variant_up(self, stage: Stage, target: Target, profile: Profile) -> None:
+        folder = self.stack_folder(stage, target)
+        files = [write_override(folder / "profile.compose.yaml", profile.env)] if profile.env else []
+        # The comparison's stacks are up side by side: each its own compose project.
+        project = stack_project(self.config.project, self.label(target)) if stage.kind == COMPARISON else None
+        stack = self._new_stack(target, folder, files, {}, project or self.config.project)
         started = time.monotonic()
-        self.stack.up(replicas=1)
-        self.check_profile(stage.profile)
-        self._record_stack(stage, started, {"profile_env": dict(stage.profile.env)})
+        stack.up(replicas=1)
+        self.check_profile(profile)
+        if stack.serves_metrics():
+            self.without_metrics.discard(stack.project)
+        else:
+            self.without_metrics.add(stack.project)
+        self._record_stack(stage, target, started, {"profile_env": dict(profile.env)})
 
     def check_profile(self, profile: Profile) -> None:
         """Every app container runs with the profile's variables (else its figures would lie)."""
@@ -386,9 +468,10 @@ class Bench:
                     raise StackError(f"{container} lacks profile {profile.name!r}'s {wrong}")
 
     def ceiling_up(self, stage: Stage, fixed_port: int) -> None:
-        self.stack = self._new_stack(
-            CEILING_SERVER, stage, [CEILING_COMPOSE], {"BENCH_FIXED_PORT": str(fixed_port)}
-        )
+        env = {"BENCH_FIXED_PORT": str(fixed_port)}
+        target = Target(ASGI_HELLO, "ceiling")
+        self._new_stack(target, self.stack_folder(stage), [CEILING_COMPOSE], env, self.config.project)
+        assert self.stack is not None
         started = time.monotonic()
         self.stack.up(replicas=1)
         # Prove each target is what it claims before measuring it.
@@ -401,7 +484,7 @@ class Bench:
         status, _, body = self.stack.get("/", port=fixed_port)
         if status != 200:
             raise StackError(f"the fixed-response Nginx answered {status}: {body[:200]!r}")
-        self._record_stack(stage, started, {"fixed_port": fixed_port})
+        self._record_stack(stage, None, started, {"fixed_port": fixed_port})
 
     def scale(self, stage: Stage, replicas: int) -> None:
         assert self.stack is not None
@@ -430,19 +513,22 @@ class Bench:
             )
 
     def stack_record(self, stage: Stage) -> dict[str, Any] | None:
-        profile = stage.profile.name if stage.profile else None
-        for record in reversed(self.results.stacks):
-            if record["target"] == stage.target and record["profile"] == profile:
-                return record
-        return None
+        return next((record for record in self.results.stacks if record.get("stage") == stage.name), None)
 
     def down(self) -> None:
-        stack, self.stack = self.stack, None
-        if stack is None:
-            return
-        forced = stack.clean()
-        if forced:
-            self.error(stack.server, "down", f"removed by force after make clean: {', '.join(forced)}")
+        """Every stack of the stage down; one that fails does not keep the others up."""
+        stacks, self.stacks, self.stack = list(self.stacks.values()), {}, None
+        failures = []
+        for stack in stacks:
+            try:
+                forced = stack.clean()
+            except StackError as exc:
+                failures.append(f"{stack.project}: {exc}")
+                continue
+            if forced:
+                self.error(stack.server, "down", f"removed by force after make clean: {', '.join(forced)}")
+        if failures:
+            raise StackError("\n".join(failures))
 
     # --- the whole run ------------------------------------------------------------------------
 
@@ -542,13 +628,7 @@ class Bench:
 
     def forget(self, stage: Stage) -> None:
         """Drop what a failed attempt of ``stage`` recorded."""
-
-        def belongs(kind: str, target: str, profile: str) -> bool:
-            if stage.kind == "ceiling":
-                return kind == "ceiling"
-            return target == stage.target and profile == stage.profile_name
-
-        self.results.forget(belongs)
+        self.results.forget(stage.name)
 
     def render(self) -> None:
         if not any(m.runs for m in self.results.measurements):
@@ -556,6 +636,11 @@ class Bench:
             return
         written = report.render(self.out)
         print("bench: report " + ", ".join(str(path) for path in written), flush=True)
+
+
+def stack_project(project: str, label: str) -> str:
+    """The compose project of a variant's stack in the comparison stage, beside the others."""
+    return f"{project}-{slug(label)}"
 
 
 def new_output_dir(base: Path) -> Path:

@@ -31,11 +31,12 @@ CAPACITY_MARGIN = 15.0
 
 @dataclass(frozen=True)
 class Target:
-    """What a run measures: a variant, or a ceiling target on its own port."""
+    """What a run measures: a variant under an app profile, or a ceiling target on its own port."""
 
     name: str
     kind: str = "variant"
     port: int | None = None  # None: the stack's published Nginx port
+    profile: str = ""  # the app profile's name (variants only)
 
 
 @dataclass(frozen=True)

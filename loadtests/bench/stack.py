@@ -65,6 +65,15 @@ class Stack(stackctl.Stack):
     def environment(self) -> dict[str, str]:
         return {**super().environment(), **self.limits, **self.env}
 
+    def serves_metrics(self) -> bool:
+        """Whether the app containers run the metrics exporter (METRICS=0, e.g. an app profile's,
+        turns it off: then the bench reads no /metrics)."""
+        return all(
+            self.container_env(container).get("METRICS", "1") != "0"
+            for service in self.app_services
+            for container in self.containers(service)
+        )
+
     def run_make(self, argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
         done = procs.run(argv, timeout=timeout, env=self.environment())
         self.logs.mkdir(parents=True, exist_ok=True)

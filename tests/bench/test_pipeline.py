@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.bench import config
+from loadtests.bench import config, runner
 from loadtests.bench.analysis import analyse, route_of
 from loadtests.bench.results import Results
 from loadtests.lib import names
@@ -33,7 +33,11 @@ PROFILE = "ci:BENCH_PIPELINE_PROFILE=1"  # a variable the app ignores: proves pr
 BENCH_TIMEOUT = 1200  # generous: about 5 minutes on an idle 2-core machine
 STOP_TIMEOUT = 300  # for the bench to take its stack down once told to stop
 ARTIFACTS = ROOT / "artifacts" / "bench-pipeline"  # a failed run's results, for a look afterwards
-BENCH_STACK = Stack(SERVERS[0], PROJECT, http_port=0)  # names the project, to find and clean it
+# Name the projects, to find and clean them: the variants' own stages, and the comparison's stacks.
+BENCH_STACKS = [
+    Stack(SERVERS[0], PROJECT, http_port=0),
+    *(Stack(server, runner.stack_project(PROJECT, server), http_port=0) for server in SERVERS),
+]
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(BENCH_TIMEOUT + STOP_TIMEOUT + 120)]
 
@@ -50,12 +54,13 @@ def bench_env(out: Path, **settings: str) -> dict[str, str]:
 
 
 def project_resources() -> list[str]:
-    """The containers, networks and volumes of the bench's compose project."""
-    return [item for items in BENCH_STACK.resources().values() for item in items]
+    """The containers, networks and volumes of the bench's compose projects."""
+    return [item for stack in BENCH_STACKS for items in stack.resources().values() for item in items]
 
 
 def clean() -> None:
-    BENCH_STACK.make("clean", timeout=300)
+    for stack in BENCH_STACKS:
+        stack.make("clean", timeout=300)
 
 
 def start_bench(env: dict[str, str], *, merged: bool = False) -> subprocess.Popen[str]:
@@ -182,11 +187,16 @@ def test_stacks_ran_as_configured(bench):
     _, _, out, _ = bench
     results = json.loads((out / "results.json").read_text())
     variants = [s for s in results["stacks"] if s["kind"] == "variant"]
-    assert [s["target"] for s in variants] == list(SERVERS)
+    # HTTP: every variant's stack up at once, each its own project; then each variant's own stage.
+    comparison = [s for s in variants if s["stage"] == runner.COMPARISON]
+    own = [s for s in variants if s["stage"] != runner.COMPARISON]
+    assert [s["target"] for s in comparison] == [s["target"] for s in own] == list(SERVERS)
+    assert len({s["project"] for s in comparison} | {PROJECT}) == len(SERVERS) + 1
     for stack in variants:
         assert stack["profile"] == "ci" and stack["profile_env"] == {"BENCH_PIPELINE_PROFILE": "1"}
+    for stack in own:
         assert len(stack["chat_replicas"]["containers"]) == config.QUICK.chat.replicas  # rooms span replicas
-    gunicorn = next(s for s in variants if s["target"] == "gunicorn")
+    gunicorn = next(s for s in own if s["target"] == "gunicorn")
     assert gunicorn["chat_replicas"]["service"] == "ws"  # WebSockets went to the ASGI sidecar
     versions = results["stack_versions"]
     for name in (

@@ -39,10 +39,13 @@ def test_measurements_are_made_once_per_key_in_the_order_measured():
 
 
 def test_a_failed_stage_attempt_is_forgotten():
-    results = Results(stacks=[{"kind": "variant", "target": "uvicorn", "profile": "default"}])
-    results.measurement("uvicorn", "default", "http", "/api/ping", "wrk", "/api/ping")
-    results.measurement("daphne", "default", "http", "/api/ping", "wrk", "/api/ping")
+    results = Results(stacks=[{"stage": "uvicorn · default", "target": "uvicorn"}, {"stage": "comparison"}])
+    results.measurement("uvicorn", "default", "http", "/api/ping", "wrk", "/api/ping", stage="comparison")
+    results.measurement("uvicorn", "default", "echo", "/ws/echo/", "locust", "", stage="uvicorn · default")
+    results.measurement("daphne", "default", "echo", "/ws/echo/", "locust", "", stage="daphne · default")
     results.errors.append(BenchError("uvicorn · default", "up", "kept: errors are the report's"))
-    results.forget(lambda kind, target, profile: target == "uvicorn" and profile == "default")
-    assert [m.target for m in results.measurements] == ["daphne"] and results.stacks == []
+    results.forget("uvicorn · default")
+    # The variant's own stage only: its HTTP figures, from the stage that had every stack up, stay.
+    assert [(m.target, m.scenario) for m in results.measurements] == [("uvicorn", "http"), ("daphne", "echo")]
+    assert results.stacks == [{"stage": "comparison"}]
     assert len(results.errors) == 1

@@ -26,7 +26,9 @@ def stage_failing(bench, failures):
 
     def measure():
         attempts.append(len(attempts) + 1)
-        m = bench.measurement("uvicorn", "default", "http", "/api/ping", "locust", "/api/ping")
+        m = bench.measurement(
+            "uvicorn", "default", "http", "/api/ping", "locust", "/api/ping", stage=stage.name
+        )
         m.runs.append(Run(dir=f"attempt {len(attempts)}"))
         if len(attempts) <= failures:
             raise runner.StageAborted("the stack stopped answering")
@@ -92,18 +94,42 @@ def test_stages_in_order_with_every_profile(tmp_path, monkeypatch):
     stages = runner.Bench(settings, tmp_path, []).stages()
     assert [s.name for s in stages] == [
         "ceiling",
+        "comparison",
         "uvicorn · a",
         "uvicorn · b",
         "gunicorn · a",
         "gunicorn · b",
     ]
+    # The comparison: every stack up, then round by round each variant and profile in turn.
     labels = [step.label for step in stages[1].steps]
+    assert labels[0] == "up (4 stacks)"
+    measured = [label for label in labels if " run " in label]
+    order = [(label.split(" · ")[0], label.rsplit("run ", 1)[1]) for label in measured]
+    per_round = len(settings.http.endpoints) * 2  # Locust and wrk
+    variants = ["uvicorn-a", "uvicorn-b", "gunicorn-a", "gunicorn-b"]
+    assert order == [
+        (variant, f"{k}/{settings.repeats}")
+        for k in range(1, settings.repeats + 1)
+        for variant in variants
+        for _ in range(per_round)
+    ]
+    # Each variant's own stage: the WebSocket scenarios, no HTTP.
+    labels = [step.label for step in stages[2].steps]
     assert labels[0] == "up" and labels[-1].startswith("chat") and "scale to 2 replicas" in labels
-    assert (
-        sum("(locust) run" in label for label in labels) == len(settings.http.endpoints) * settings.repeats
-    )  # each endpoint, each run
-    no_ceiling = config.load(["--no-ceiling", "--servers", "uvicorn"], environ={}, known_servers=["uvicorn"])
-    assert [s.name for s in runner.Bench(no_ceiling, tmp_path, []).stages()] == ["uvicorn · default"]
+    assert not any("http" in label for label in labels)
+    # BENCH_INTERLEAVE=0: HTTP in each variant's stage, as many runs.
+    apart = config.load(
+        ["--no-interleave", "--no-ceiling", "--servers", "uvicorn"], environ={}, known_servers=["uvicorn"]
+    )
+    [stage] = runner.Bench(apart, tmp_path, []).stages()
+    labels = [step.label for step in stage.steps]
+    assert sum("(locust) run" in label for label in labels) == len(apart.http.endpoints) * apart.repeats
+    http_only = config.load(
+        ["--no-ceiling", "--servers", "uvicorn", "--scenarios", "http wrk"],
+        environ={},
+        known_servers=["uvicorn"],
+    )
+    assert [s.name for s in runner.Bench(http_only, tmp_path, []).stages()] == ["comparison"]
 
 
 def test_every_run_of_a_stage_has_its_own_folder_and_the_static_file_is_measured_once(bench):
