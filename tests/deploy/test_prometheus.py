@@ -160,14 +160,30 @@ def test_recorded_names_follow_level_metric_operations(name: str) -> None:
     assert re.fullmatch(r"[a-z0-9_]+", operations)
 
 
+# Each job -> the service whose DNS name it looks up: the app's services by their own names, Nginx's
+# counters through its exporter.
+SCRAPED_SERVICES = {"app": "app", "ws": "ws", "nginx": "nginx-exporter"}
+
+
 def test_scrape_jobs_are_the_stack_services_they_look_up() -> None:
     jobs = {job["job_name"]: job for job in load(CONFIG)["scrape_configs"]}
-    assert set(jobs) == {"app", "ws"}
+    assert set(jobs) == set(SCRAPED_SERVICES)
     compose_services = load(REPO / "compose.yaml")["services"]
-    swarm_services = load(DEPLOY / "swarm" / "stack.yaml")["services"]
+    swarm = DEPLOY / "swarm"
+    swarm_services = {**load(swarm / "stack.yaml")["services"], **load(swarm / "monitoring.yaml")["services"]}
     for name, job in jobs.items():
-        assert [config["names"] for config in job["dns_sd_configs"]] == [[name]]
-        assert name in compose_services and name in swarm_services
+        service = SCRAPED_SERVICES[name]
+        assert [config["names"] for config in job["dns_sd_configs"]] == [[service]]
+        assert service in compose_services and service in swarm_services
+
+
+def test_the_nginx_job_scrapes_the_port_the_exporter_listens_on() -> None:
+    jobs = load(CONFIG)["scrape_configs"]
+    (lookup,) = next(job for job in jobs if job["job_name"] == "nginx")["dns_sd_configs"]
+    assert lookup["port"] == 9113  # nginx-prometheus-exporter's default --web.listen-address
+    for path in (REPO / "compose.yaml", DEPLOY / "swarm" / "monitoring.yaml"):
+        command = load(path)["services"]["nginx-exporter"]["command"]
+        assert not any(arg.startswith("--web.listen-address") for arg in command), path
 
 
 # --- The rules name only what exists ---------------------------------------------------------------
