@@ -201,10 +201,11 @@ shell: ## A Django shell in an app container
 
 # --- Docker Swarm (deploy/swarm/) ---------------------------------------------------------------
 SWARM_STACK := STACK=$(STACK) SERVER=$(SERVER) REPLICAS=$(REPLICAS) HTTP_PORT=$(HTTP_PORT) \
-	HTTPS_PORT=$(HTTPS_PORT) TLS=$(TLS) deploy/swarm/stack.sh
+	HTTPS_PORT=$(HTTPS_PORT) TLS=$(TLS) MONITORING=$(MONITORING) PROMETHEUS_PORT=$(PROMETHEUS_PORT) \
+	deploy/swarm/stack.sh
 
 .PHONY: swarm-up
-swarm-up: check-server build ## Deploy on a swarm: make swarm-up SERVER=<variant> [REPLICAS=n] [STACK=name] [TLS=1]
+swarm-up: check-server build ## Deploy on a swarm: make swarm-up SERVER=<variant> [REPLICAS=n] [STACK=name] [TLS=1] [MONITORING=1]
 	@$(MAKE) swarm-deploy
 
 .PHONY: swarm-deploy

@@ -222,3 +222,48 @@ def test_rules_and_their_texts_name_only_defined_metrics(rule: dict[str, Any]) -
     assert [name for text in texts for name in unknown_names(text)] == [], (
         "a name the app does not serve (app/core/metrics.py) or no rule records"
     )
+
+
+# --- compose.yaml's `monitoring` profile, as the file says it on its own -----------------------------
+
+MONITORING_SERVICES = ("prometheus", "nginx-exporter")
+
+
+@pytest.fixture(scope="module")
+def compose_services() -> dict[str, Any]:
+    return load(REPO / "compose.yaml")["services"]
+
+
+@pytest.mark.parametrize("name", MONITORING_SERVICES)
+def test_monitoring_services_run_only_with_their_profile_and_hardened(
+    compose_services: dict[str, Any], name: str
+) -> None:
+    service = compose_services[name]
+    assert service["profiles"] == ["monitoring"]
+    assert service["read_only"] is True
+    assert service["cap_drop"] == ["ALL"]
+    assert service["security_opt"] == ["no-new-privileges:true"]
+    assert service["mem_limit"] and service["pids_limit"]
+    assert not service["user"].startswith("0"), "never root"
+    assert service["restart"] == "unless-stopped"
+
+
+def test_prometheus_reads_this_folder_read_only_and_is_published_on_loopback_only(
+    compose_services: dict[str, Any],
+) -> None:
+    prometheus = compose_services["prometheus"]
+    assert "./deploy/prometheus:/etc/prometheus:ro" in prometheus["volumes"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    assert [port.split(":")[0] for port in prometheus["ports"]] == ["127.0.0.1"]
+    assert "/-/ready" in " ".join(prometheus["healthcheck"]["test"])
+    assert "backend" in prometheus["networks"]
+
+
+def test_the_exporter_is_on_the_backend_network_only(compose_services: dict[str, Any]) -> None:
+    exporter = compose_services["nginx-exporter"]
+    assert exporter["networks"] == ["backend"]
+    assert "ports" not in exporter
+    assert "ports" not in compose_services["app"]
+    # Nginx publishes its site's port alone; the exporter reads the status port over the network.
+    assert [port.rsplit(":", 1)[1] for port in compose_services["nginx"]["ports"]] == ["8080"]
+    assert any("http://nginx:8081/stub_status" in arg for arg in exporter["command"])
