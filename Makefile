@@ -123,7 +123,7 @@ test-swarm: venv ## The Swarm stack on a single-node swarm: deploy, chat, rollin
 	$(VENV)/bin/pytest tests/deploy/test_swarm.py -q -m e2e
 
 .PHONY: test-e2e
-test-e2e: venv ## The compose stack through Nginx, for every variant (needs Docker)
+test-e2e: venv ## The compose stack through Nginx, for every variant; MONITORING=1 on MONITORING_VARIANTS (needs Docker)
 	$(VENV)/bin/pytest tests/e2e -q -m e2e
 
 .PHONY: test-security

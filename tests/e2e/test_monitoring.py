@@ -26,7 +26,7 @@ from stackctl.stack import UP_TIMEOUT
 
 PROJECT = "rtd-monitoring"  # its own project: never the user's stack nor another suite's
 REPLICAS = 2
-VARIANTS = selected_variants("MONITORING_VARIANTS", "gunicorn uvicorn")
+VARIANTS = selected_variants("MONITORING_VARIANTS", "gunicorn,uvicorn")
 METRICS_PORT = 9100  # METRICS_PORT's default, which deploy/prometheus/prometheus.yml scrapes
 EXPORTER_PORT = 9113  # nginx-prometheus-exporter's
 PINGS = 23  # requests to /api/ping: a number no health check or other caller makes
