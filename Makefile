@@ -8,6 +8,10 @@ MAKEFLAGS += --no-print-directory
 SERVER ?= uvicorn
 REPLICAS ?= 1
 TLS ?= 0
+# 1 = Prometheus and Nginx's exporter too (compose.yaml's profile `monitoring`), Prometheus on
+# http://127.0.0.1:$(PROMETHEUS_PORT)/
+MONITORING ?= 0
+PROMETHEUS_PORT ?= 9090
 HTTP_PORT ?= 8000
 HTTPS_PORT ?= 8443
 PYTHON ?= python3
@@ -31,17 +35,21 @@ OFFLINE := $(shell sed -n 's/^OFFLINE=//p' .cache/stack.env 2>/dev/null)
 endif
 ifeq ($(OFFLINE),1)
 include deploy/offline/images.env
-export PYTHON_IMAGE NGINX_IMAGE REDIS_IMAGE POSTGRES_IMAGE
+export PYTHON_IMAGE NGINX_IMAGE REDIS_IMAGE POSTGRES_IMAGE PROMETHEUS_IMAGE NGINX_EXPORTER_IMAGE
 export OFFLINE_WHEELS := 1
 endif
 
 # `docker compose` (v2) when present, else `docker-compose` (v1.29).
 COMPOSE_BIN := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
-COMPOSE_PROFILES_ARGS := $(if $(filter-out $(SERVER),$(WS_SERVER)),--profile sidecar)
+# The `ws` sidecar runs when another variant serves SERVER's WebSockets (non-empty: it does).
+SIDECAR := $(filter-out $(SERVER),$(WS_SERVER))
+COMPOSE_PROFILES_ARGS := $(if $(SIDECAR),--profile sidecar) $(if $(filter 1,$(MONITORING)),--profile monitoring)
+# Every profile, for the commands that must reach all of the project's services (down, clean).
+COMPOSE_ALL_PROFILES := --profile sidecar --profile monitoring
 # TLS=1 lays compose.tls.yaml over compose.yaml: the HTTPS port and the certificate for Nginx.
 COMPOSE_FILES := -f compose.yaml $(if $(filter 1,$(TLS)),-f compose.tls.yaml)
 COMPOSE := $(COMPOSE_BIN) -p $(PROJECT) $(COMPOSE_FILES) $(COMPOSE_PROFILES_ARGS)
-export SERVER WS_SERVER TLS HTTP_PORT HTTPS_PORT
+export SERVER WS_SERVER TLS HTTP_PORT HTTPS_PORT PROMETHEUS_PORT
 
 .PHONY: help
 help: ## List the targets
@@ -115,7 +123,7 @@ test-swarm: venv ## The Swarm stack on a single-node swarm: deploy, chat, rollin
 	$(VENV)/bin/pytest tests/deploy/test_swarm.py -q -m e2e
 
 .PHONY: test-e2e
-test-e2e: venv ## The compose stack through Nginx, for every variant (needs Docker)
+test-e2e: venv ## The compose stack through Nginx, for every variant; MONITORING=1 on MONITORING_VARIANTS (needs Docker)
 	$(VENV)/bin/pytest tests/e2e -q -m e2e
 
 .PHONY: test-security
@@ -131,6 +139,8 @@ test-faults: venv ## Faults injected into the running stack (FAULT_VARIANTS="dap
 check-server:
 	@if [ -z "$(filter $(SERVER),$(SERVERS))" ]; then \
 	  echo "Unknown SERVER '$(SERVER)'. Valid: $(SERVERS)" >&2; exit 2; fi
+	@if [ -z "$(filter 0 1,$(MONITORING))" ]; then \
+	  echo "MONITORING must be 0 or 1, got '$(MONITORING)'" >&2; exit 2; fi
 
 .PHONY: secrets
 secrets: ## Generate local random secrets under .cache/secrets (once)
@@ -155,22 +165,23 @@ image: check-server secrets $(if $(filter 1,$(OFFLINE)),wheelhouse)
 	$(COMPOSE) build app
 
 .PHONY: up
-up: check-server host ## Start the stack: make up SERVER=<variant> [REPLICAS=n] [TLS=1] (installs Docker if needed)
+up: check-server host ## Start the stack: make up SERVER=<variant> [REPLICAS=n] [TLS=1] [MONITORING=1] (installs Docker if needed)
 	@$(MAKE) stack-up
 
 .PHONY: stack-up
 stack-up: image $(if $(filter 1,$(TLS)),tls-cert)
-	$(COMPOSE) up -d --scale app=$(REPLICAS) $(if $(COMPOSE_PROFILES_ARGS),--scale ws=$(REPLICAS)) --remove-orphans
+	$(COMPOSE) up -d --scale app=$(REPLICAS) $(if $(SIDECAR),--scale ws=$(REPLICAS)) --remove-orphans
 	scripts/wait-healthy.sh $(PROJECT) 180
 	@echo "$(SERVER) is up: $(if $(filter 1,$(TLS)),https://127.0.0.1:$(HTTPS_PORT)/,http://127.0.0.1:$(HTTP_PORT)/)"
+	@$(if $(filter 1,$(MONITORING)),echo "Prometheus: http://127.0.0.1:$(PROMETHEUS_PORT)/ (targets: /targets)",:)
 
 .PHONY: down
 down: ## Stop the stack (data kept)
-	$(COMPOSE_BIN) -p $(PROJECT) --profile sidecar down --remove-orphans
+	$(COMPOSE_BIN) -p $(PROJECT) $(COMPOSE_ALL_PROFILES) down --remove-orphans
 
 .PHONY: clean
 clean: ## Stop the stack and drop its volumes (database included)
-	$(COMPOSE_BIN) -p $(PROJECT) --profile sidecar down --remove-orphans --volumes
+	$(COMPOSE_BIN) -p $(PROJECT) $(COMPOSE_ALL_PROFILES) down --remove-orphans --volumes
 
 .PHONY: compose
 compose: ## Any compose command on this stack (project, files, profiles): make compose ARGS="restart redis"
@@ -190,10 +201,11 @@ shell: ## A Django shell in an app container
 
 # --- Docker Swarm (deploy/swarm/) ---------------------------------------------------------------
 SWARM_STACK := STACK=$(STACK) SERVER=$(SERVER) REPLICAS=$(REPLICAS) HTTP_PORT=$(HTTP_PORT) \
-	HTTPS_PORT=$(HTTPS_PORT) TLS=$(TLS) deploy/swarm/stack.sh
+	HTTPS_PORT=$(HTTPS_PORT) TLS=$(TLS) MONITORING=$(MONITORING) PROMETHEUS_PORT=$(PROMETHEUS_PORT) \
+	deploy/swarm/stack.sh
 
 .PHONY: swarm-up
-swarm-up: check-server build ## Deploy on a swarm: make swarm-up SERVER=<variant> [REPLICAS=n] [STACK=name] [TLS=1]
+swarm-up: check-server build ## Deploy on a swarm: make swarm-up SERVER=<variant> [REPLICAS=n] [STACK=name] [TLS=1] [MONITORING=1]
 	@$(MAKE) swarm-deploy
 
 .PHONY: swarm-deploy

@@ -54,6 +54,7 @@ ws_host_for() {
 : "${HTTPS_PUBLIC_PORT:=443}"           # port the https redirect points at (the published one)
 : "${NGINX_HTTP_PORT:=8080}"            # listen ports inside the container
 : "${NGINX_HTTPS_PORT:=8443}"
+: "${NGINX_STATUS_PORT:=8081}"          # stub_status for the metrics exporter; never published
 : "${NGINX_STATIC_ROOT:=/srv/static}"   # collected static files, served at /static/
 : "${NGINX_TMP_DIR:=/tmp/nginx}"        # rendered config, pid, temp files (the root fs is read-only)
 : "${UPSTREAM_WATCH_INTERVAL:=1}"       # seconds between DNS checks
@@ -64,14 +65,14 @@ NGINX_CONF_DIR=$NGINX_TMP_DIR/conf
 
 export APP_HOST WS_HOST APP_PORT REQUEST_BODY_MAX_BYTES WS_READ_TIMEOUT NGINX_SHUTDOWN_TIMEOUT \
     API_RATE API_BURST WS_HANDSHAKE_RATE WS_HANDSHAKE_BURST WS_CONN_PER_IP NGINX_RESOLVER \
-    TLS_CERT_FILE TLS_KEY_FILE NGINX_HTTP_PORT NGINX_HTTPS_PORT NGINX_STATIC_ROOT NGINX_TMP_DIR \
-    NGINX_WORKER_PROCESSES
+    TLS_CERT_FILE TLS_KEY_FILE NGINX_HTTP_PORT NGINX_HTTPS_PORT NGINX_STATUS_PORT NGINX_STATIC_ROOT \
+    NGINX_TMP_DIR NGINX_WORKER_PROCESSES
 
 # Only these are replaced in the templates; nginx's own $variables are left alone.
 # shellcheck disable=SC2016
 TEMPLATE_VARS='${REQUEST_BODY_MAX_BYTES} ${WS_READ_TIMEOUT} ${NGINX_SHUTDOWN_TIMEOUT} ${API_RATE}
 ${API_BURST} ${WS_HANDSHAKE_RATE} ${WS_HANDSHAKE_BURST} ${WS_CONN_PER_IP} ${NGINX_RESOLVER}
-${TLS_CERT_FILE} ${TLS_KEY_FILE} ${NGINX_HTTP_PORT} ${NGINX_HTTPS_PORT} ${NGINX_STATIC_ROOT}
+${TLS_CERT_FILE} ${TLS_KEY_FILE} ${NGINX_HTTP_PORT} ${NGINX_HTTPS_PORT} ${NGINX_STATUS_PORT} ${NGINX_STATIC_ROOT}
 ${NGINX_TMP_DIR} ${NGINX_WORKER_PROCESSES} ${HTTPS_REDIRECT_PORT} ${TLS_LISTEN_HTTP2} ${TLS_HTTP2}'
 # shellcheck disable=SC2016
 UPSTREAM_VARS='${APP_SERVERS} ${WS_SERVERS}'
@@ -94,7 +95,7 @@ is_uint() {
 check_settings() {
     value=
     for name in APP_PORT REQUEST_BODY_MAX_BYTES WS_READ_TIMEOUT NGINX_SHUTDOWN_TIMEOUT API_BURST \
-        WS_HANDSHAKE_BURST WS_CONN_PER_IP HTTPS_PUBLIC_PORT NGINX_HTTP_PORT NGINX_HTTPS_PORT \
+        WS_HANDSHAKE_BURST WS_CONN_PER_IP HTTPS_PUBLIC_PORT NGINX_HTTP_PORT NGINX_HTTPS_PORT NGINX_STATUS_PORT \
         UPSTREAM_WATCH_INTERVAL; do
         eval "value=\$$name"
         is_uint "$value" || fail "$name must be a whole number, got '$value'"
@@ -112,6 +113,10 @@ check_settings() {
         case $value in *[\;\{\}\"\'\$\\]*) fail "$name contains a character nginx would misread: '$value'" ;; esac
     done
     [ "$UPSTREAM_WATCH_INTERVAL" -gt 0 ] || fail "UPSTREAM_WATCH_INTERVAL must be at least 1"
+    # The status port must never be one the site is published on.
+    if [ "$NGINX_STATUS_PORT" = "$NGINX_HTTP_PORT" ] || { [ "$TLS" = 1 ] && [ "$NGINX_STATUS_PORT" = "$NGINX_HTTPS_PORT" ]; }; then
+        fail "NGINX_STATUS_PORT ($NGINX_STATUS_PORT) must differ from the site's ports"
+    fi
     if [ "$NGINX_WORKER_PROCESSES" != auto ] && ! is_uint "$NGINX_WORKER_PROCESSES"; then
         fail "NGINX_WORKER_PROCESSES must be auto or a number, got '$NGINX_WORKER_PROCESSES'"
     fi
@@ -212,6 +217,7 @@ render() {
     cp "$TEMPLATE_DIR"/*.conf "$TEMPLATE_DIR/ffdhe2048.pem" "$NGINX_CONF_DIR/"
     render_template nginx.conf
     render_template locations.conf
+    render_template server-status.conf
     if [ "$TLS" = 1 ]; then
         render_template server-tls.conf
         mv -f "$NGINX_CONF_DIR/server-tls.conf" "$NGINX_CONF_DIR/server.conf"

@@ -34,6 +34,7 @@ _NOT_INHERITED = frozenset(
     {
         "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES",
         "SERVER", "WS_SERVER", "WS_HOST", "TLS", "HTTP_PORT", "HTTPS_PORT", "REPLICAS", "PROJECT",
+        "MONITORING", "PROMETHEUS_PORT",
         "DJANGO_SECRET_KEY", "DJANGO_HTTPS", "DJANGO_SETTINGS_MODULE", "LOG_LEVEL",
         "SCENARIO",
     }
@@ -75,6 +76,7 @@ class Stack:
     http_port: int  # published on the loopback address
     replicas: int = 1
     https_port: int | None = None  # set: the stack runs with TLS=1
+    prometheus_port: int | None = None  # set: with MONITORING=1, Prometheus published on this port
     env: Mapping[str, str] = field(default_factory=dict)  # for make and compose (WEB_CONCURRENCY, ...)
     compose_files: Sequence[Path] = ()  # laid over compose.yaml (and compose.tls.yaml)
 
@@ -92,6 +94,8 @@ class Stack:
             variables += ["TLS=1", f"HTTPS_PORT={self.https_port}"]
         else:
             variables.append("TLS=0")
+        if self.monitoring:
+            variables += ["MONITORING=1", f"PROMETHEUS_PORT={self.prometheus_port}"]
         if self.compose_files:
             variables.append("COMPOSE_FILES=" + " ".join(f"-f {path}" for path in self.all_compose_files()))
         return variables
@@ -252,6 +256,17 @@ class Stack:
     @property
     def tls(self) -> bool:
         return self.https_port is not None
+
+    @property
+    def monitoring(self) -> bool:
+        """Prometheus and Nginx's exporter run too (compose.yaml's profile `monitoring`)."""
+        return self.prometheus_port is not None
+
+    @property
+    def prometheus_url(self) -> str:
+        if self.prometheus_port is None:
+            raise StackError(f"{self.project} runs without monitoring: no Prometheus")
+        return f"http://{LOOPBACK}:{self.prometheus_port}"
 
     @property
     def port(self) -> int:

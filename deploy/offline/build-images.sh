@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build stand-ins for the official python / nginx / redis / postgres images from
-# Debian bookworm packages, for machines that cannot pull from a registry.
+# Build stand-ins for the official python / nginx / redis / postgres / prometheus /
+# nginx-prometheus-exporter images from Debian bookworm packages, for machines that cannot pull
+# from a registry.
 #
 #   bash deploy/offline/build-images.sh        # needs root (debootstrap, chroot) on first run
 #   make ... OFFLINE=1                         # the Makefile then includes deploy/offline/images.env
@@ -41,6 +42,8 @@ readonly IMAGES=(
     "NGINX_IMAGE    local/nginx:bookworm       nginx.Dockerfile   nginx.conf nginx-entrypoint.sh nginx-20-envsubst-on-templates.sh"
     "REDIS_IMAGE    local/redis:bookworm       redis.Dockerfile   redis-entrypoint.sh"
     "POSTGRES_IMAGE local/postgres:bookworm    postgres.Dockerfile postgres-entrypoint.sh"
+    "PROMETHEUS_IMAGE     local/prometheus:bookworm     prometheus.Dockerfile"
+    "NGINX_EXPORTER_IMAGE local/nginx-exporter:bookworm nginx-exporter.Dockerfile"
 )
 
 log() { printf '==> %s\n' "$*" >&2; }

@@ -70,6 +70,7 @@ INTERNAL: dict[str, str] = {
     "NGINX_RESOLVER": "Docker's embedded DNS, fixed inside Nginx's container",
     "NGINX_HTTP_PORT": "Nginx's port inside its container; HTTP_PORT publishes it",
     "NGINX_HTTPS_PORT": "Nginx's TLS port inside its container; HTTPS_PORT publishes it",
+    "NGINX_STATUS_PORT": "Nginx's stub_status port inside its container, never published",
     "HTTPS_PUBLIC_PORT": "derived from HTTPS_PORT by compose.tls.yaml and Swarm's tls.yaml",
     "TLS_CERT_FILE": "set by compose.tls.yaml and Swarm's tls.yaml to the mounted secret",
     "TLS_KEY_FILE": "set by compose.tls.yaml and Swarm's tls.yaml to the mounted secret",
@@ -199,8 +200,11 @@ def module_constants(path: Path) -> Iterator[Default]:
 
 
 def prometheus_scrape_ports(path: Path) -> Iterator[Default]:
-    """The port of each scrape job's DNS lookup: the app's METRICS_PORT (the file reads no variable)."""
+    """The port of each DNS lookup of the app's services (`app`, `ws`): METRICS_PORT (the file reads
+    no variable). The `nginx` job scrapes the exporter's own fixed port."""
     for job in yaml.safe_load(path.read_text())["scrape_configs"]:
+        if job["job_name"] not in {"app", "ws"}:
+            continue
         for lookup in job.get("dns_sd_configs", []):
             yield Default("METRICS_PORT", str(lookup["port"]))
 
@@ -285,6 +289,7 @@ PLACES = [
     Place("deploy/Dockerfile", dockerfile),
     Place("Makefile", makefile),
     Place("deploy/swarm/stack.yaml", interpolations),
+    Place("deploy/swarm/monitoring.yaml", interpolations),
     Place("deploy/swarm/stack.sh", shell_assignments),
     Place("deploy/k8s/base/config.env", env_file),
     Place("deploy/k8s/base", kubernetes_env, may_define_none=True),

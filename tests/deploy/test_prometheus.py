@@ -160,14 +160,30 @@ def test_recorded_names_follow_level_metric_operations(name: str) -> None:
     assert re.fullmatch(r"[a-z0-9_]+", operations)
 
 
+# Each job -> the service whose DNS name it looks up: the app's services by their own names, Nginx's
+# counters through its exporter.
+SCRAPED_SERVICES = {"app": "app", "ws": "ws", "nginx": "nginx-exporter"}
+
+
 def test_scrape_jobs_are_the_stack_services_they_look_up() -> None:
     jobs = {job["job_name"]: job for job in load(CONFIG)["scrape_configs"]}
-    assert set(jobs) == {"app", "ws"}
+    assert set(jobs) == set(SCRAPED_SERVICES)
     compose_services = load(REPO / "compose.yaml")["services"]
-    swarm_services = load(DEPLOY / "swarm" / "stack.yaml")["services"]
+    swarm = DEPLOY / "swarm"
+    swarm_services = {**load(swarm / "stack.yaml")["services"], **load(swarm / "monitoring.yaml")["services"]}
     for name, job in jobs.items():
-        assert [config["names"] for config in job["dns_sd_configs"]] == [[name]]
-        assert name in compose_services and name in swarm_services
+        service = SCRAPED_SERVICES[name]
+        assert [config["names"] for config in job["dns_sd_configs"]] == [[service]]
+        assert service in compose_services and service in swarm_services
+
+
+def test_the_nginx_job_scrapes_the_port_the_exporter_listens_on() -> None:
+    jobs = load(CONFIG)["scrape_configs"]
+    (lookup,) = next(job for job in jobs if job["job_name"] == "nginx")["dns_sd_configs"]
+    assert lookup["port"] == 9113  # nginx-prometheus-exporter's default --web.listen-address
+    for path in (REPO / "compose.yaml", DEPLOY / "swarm" / "monitoring.yaml"):
+        command = load(path)["services"]["nginx-exporter"]["command"]
+        assert not any(arg.startswith("--web.listen-address") for arg in command), path
 
 
 # --- The rules name only what exists ---------------------------------------------------------------
@@ -206,3 +222,48 @@ def test_rules_and_their_texts_name_only_defined_metrics(rule: dict[str, Any]) -
     assert [name for text in texts for name in unknown_names(text)] == [], (
         "a name the app does not serve (app/core/metrics.py) or no rule records"
     )
+
+
+# --- compose.yaml's `monitoring` profile, as the file says it on its own -----------------------------
+
+MONITORING_SERVICES = ("prometheus", "nginx-exporter")
+
+
+@pytest.fixture(scope="module")
+def compose_services() -> dict[str, Any]:
+    return load(REPO / "compose.yaml")["services"]
+
+
+@pytest.mark.parametrize("name", MONITORING_SERVICES)
+def test_monitoring_services_run_only_with_their_profile_and_hardened(
+    compose_services: dict[str, Any], name: str
+) -> None:
+    service = compose_services[name]
+    assert service["profiles"] == ["monitoring"]
+    assert service["read_only"] is True
+    assert service["cap_drop"] == ["ALL"]
+    assert service["security_opt"] == ["no-new-privileges:true"]
+    assert service["mem_limit"] and service["pids_limit"]
+    assert not service["user"].startswith("0"), "never root"
+    assert service["restart"] == "unless-stopped"
+
+
+def test_prometheus_reads_this_folder_read_only_and_is_published_on_loopback_only(
+    compose_services: dict[str, Any],
+) -> None:
+    prometheus = compose_services["prometheus"]
+    assert "./deploy/prometheus:/etc/prometheus:ro" in prometheus["volumes"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    assert [port.split(":")[0] for port in prometheus["ports"]] == ["127.0.0.1"]
+    assert "/-/ready" in " ".join(prometheus["healthcheck"]["test"])
+    assert "backend" in prometheus["networks"]
+
+
+def test_the_exporter_is_on_the_backend_network_only(compose_services: dict[str, Any]) -> None:
+    exporter = compose_services["nginx-exporter"]
+    assert exporter["networks"] == ["backend"]
+    assert "ports" not in exporter
+    assert "ports" not in compose_services["app"]
+    # Nginx publishes its site's port alone; the exporter reads the status port over the network.
+    assert [port.rsplit(":", 1)[1] for port in compose_services["nginx"]["ports"]] == ["8080"]
+    assert any("http://nginx:8081/stub_status" in arg for arg in exporter["command"])

@@ -44,6 +44,8 @@ from tests.deploy.helpers import DEPLOY, REPO
 
 SWARM = DEPLOY / "swarm"
 STACK_FILE = SWARM / "stack.yaml"
+MONITORING_FILE = SWARM / "monitoring.yaml"  # laid over stack.yaml when MONITORING=1
+PROMETHEUS_DIR = DEPLOY / "prometheus"
 STACK_SCRIPT = SWARM / "stack.sh"
 # An ASGI server alone, and the WSGI server with its ASGI sidecar for /ws/.
 E2E_VARIANTS = ["uvicorn", "gunicorn"]
@@ -151,8 +153,7 @@ def stack_script(*args: str, env: dict[str, str], timeout: float = 30) -> subpro
     return run(["bash", str(STACK_SCRIPT), *args], timeout=timeout, env=env)
 
 
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def render(tmp_path_factory: pytest.TempPathFactory, **settings: str) -> dict[str, Any]:
     """What `stack.sh deploy` would deploy for gunicorn with 3 replicas (`stack.sh config`)."""
     if shutil.which("docker") is None:
         pytest.skip("no docker CLI for `docker stack config`")
@@ -163,10 +164,23 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "SERVER": "gunicorn",
         "REPLICAS": "3",
         "SECRETS_DIR": str(secrets),
+        "MONITORING": "0",
+        **settings,
     }
     result = stack_script("config", env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return render(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def rendered_monitoring(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The same with MONITORING=1: monitoring.yaml and Prometheus' files as configs laid over it."""
+    return render(tmp_path_factory, MONITORING="1", PROMETHEUS_PORT="19090")
 
 
 def test_rendered_stack_runs_the_variant_and_its_sidecar(rendered: dict[str, Any]) -> None:
@@ -190,6 +204,73 @@ def test_every_nginx_file_is_a_config(rendered: dict[str, Any]) -> None:
     assert len(names) == len(mounted)
 
 
+# --- Monitoring (monitoring.yaml, MONITORING=1) -----------------------------------------------------------
+
+
+def test_monitoring_is_there_only_when_asked(
+    rendered: dict[str, Any], rendered_monitoring: dict[str, Any]
+) -> None:
+    assert not {"prometheus", "nginx-exporter"} & set(rendered["services"])
+    assert {"prometheus", "nginx-exporter"} <= set(rendered_monitoring["services"])
+    assert set(rendered["services"]) <= set(rendered_monitoring["services"])
+
+
+def test_every_prometheus_file_is_a_config(rendered_monitoring: dict[str, Any]) -> None:
+    """prometheus.yml and every rules file, where the configuration's relative paths find them."""
+    mounted = {
+        ref["target"]: ref["source"] for ref in rendered_monitoring["services"]["prometheus"]["configs"]
+    }
+    files = [PROMETHEUS_DIR / "prometheus.yml", *sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))]
+    assert set(mounted) == {f"/etc/prometheus/{path.relative_to(PROMETHEUS_DIR)}" for path in files}
+    names = set()
+    for target, source in mounted.items():
+        config = rendered_monitoring["configs"][source]
+        assert Path(config["file"]) == PROMETHEUS_DIR / Path(target).relative_to("/etc/prometheus")
+        assert len(config["name"]) <= 64  # Swarm's limit on object names
+        names.add(config["name"])
+    assert len(names) == len(mounted)
+    # Nginx's configs are all still there beside them.
+    nginx_files = [path for path in (REPO / "nginx").iterdir() if path.name != "README.md"]
+    assert len(rendered_monitoring["services"]["nginx"]["configs"]) == len(nginx_files)
+
+
+def test_prometheus_is_published_on_its_port_and_reaches_the_backend(
+    rendered_monitoring: dict[str, Any],
+) -> None:
+    prometheus = rendered_monitoring["services"]["prometheus"]
+    assert [(port["published"], port["target"], port["mode"]) for port in prometheus["ports"]] == [
+        (19090, 9090, "host")
+    ]
+    assert set(prometheus["networks"]) == {"backend", "edge"}
+    assert set(rendered_monitoring["services"]["nginx-exporter"]["networks"]) == {"backend"}
+    assert "ports" not in rendered_monitoring["services"]["nginx-exporter"]
+
+
+@pytest.mark.parametrize("name", ["prometheus", "nginx-exporter"])
+def test_monitoring_services_are_deployed_like_the_others(name: str) -> None:
+    service = yaml.safe_load(MONITORING_FILE.read_text())["services"][name]
+    assert service["deploy"]["endpoint_mode"] == "dnsrr"
+    assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
+    assert {"cpus", "memory", "pids"} <= set(service["deploy"]["resources"]["limits"])
+    assert service["deploy"]["restart_policy"]["condition"] == "any"
+
+
+@pytest.mark.parametrize("name", ["prometheus", "nginx-exporter"])
+def test_swarm_runs_the_monitoring_compose_runs(name: str) -> None:
+    compose = yaml.safe_load((REPO / "compose.yaml").read_text())["services"][name]
+    swarm = yaml.safe_load(MONITORING_FILE.read_text())["services"][name]
+    for key in ("image", "user", "command"):
+        assert swarm[key] == compose[key], key
+    assert swarm.get("healthcheck", {}).get("test") == compose.get("healthcheck", {}).get("test")
+
+
+def test_prometheus_keeps_one_task_on_its_volume() -> None:
+    prometheus = yaml.safe_load(MONITORING_FILE.read_text())["services"]["prometheus"]
+    assert prometheus["deploy"]["replicas"] == 1
+    assert prometheus["deploy"]["update_config"]["order"] == "stop-first"
+    assert prometheus["deploy"]["placement"]["constraints"]
+
+
 # Each bad setting is refused before anything is deployed, with a message naming it.
 DEPLOY_REFUSALS = {
     "SERVER=tornado": "unknown SERVER 'tornado'. Valid: daphne",
@@ -201,6 +282,8 @@ DEPLOY_REFUSALS = {
     "SWARM_WAIT_TIMEOUT=5m": "SWARM_WAIT_TIMEOUT must be a number of seconds, got '5m'",
     "TLS=yes": "TLS must be 0 or 1, got 'yes'",
     "HTTPS_PORT=-1": "HTTPS_PORT must be a port number, got '-1'",
+    "MONITORING=yes": "MONITORING must be 0 or 1, got 'yes'",
+    "MONITORING=1,PROMETHEUS_PORT=0": "PROMETHEUS_PORT must be a port number, got '0'",
     "SECRETS_DIR=/nonexistent/secrets": "run 'make secrets'",
     "SECRETS_DIR={tmp}/empty": "django_secret_key is missing or empty: run 'make secrets'",
     "SECRETS_DIR={tmp}/secrets,TLS=1": "tls_certificate.pem: run 'make tls-cert'",

@@ -239,6 +239,7 @@ class Workspace:
             "NGINX_TMP_DIR": str(self.base / f"run{self.runs}"),
             "NGINX_STATIC_ROOT": str(self.static),
             "NGINX_HTTP_PORT": str(free_port()),
+            "NGINX_STATUS_PORT": str(free_port()),
             "UPSTREAM_WATCH_INTERVAL": "1",
         }
         env.update(settings)
@@ -405,6 +406,8 @@ def test_shellcheck():
         ({"TLS": "1"}, "TLS_CERT_FILE"),
         ({"TLS": "yes"}, "TLS must be 0 or 1"),
         ({"NGINX_WORKER_PROCESSES": "many"}, "NGINX_WORKER_PROCESSES"),
+        ({"NGINX_STATUS_PORT": "status"}, "NGINX_STATUS_PORT must be a whole number"),
+        ({"NGINX_HTTP_PORT": "8090", "NGINX_STATUS_PORT": "8090"}, "NGINX_STATUS_PORT (8090) must differ"),
     ],
 )
 def test_bad_settings_are_refused(workspace: Workspace, settings, message):
@@ -576,6 +579,18 @@ def test_metrics_are_never_served_on_the_public_site(client: httpx.Client, app: 
     assert response.status_code == 404
     assert_security_headers(response)
     assert app.seen("/metrics") == []
+
+
+def test_nginx_counters_are_served_on_the_status_port_only(client: httpx.Client, nginx: Nginx, app: StandIn):
+    # The exporter of `make up MONITORING=1` reads stub_status on NGINX_STATUS_PORT, which compose
+    # never publishes; on the site's port /stub_status is an ordinary path of the app.
+    status = httpx.get(f"http://{HOST}:{nginx.env['NGINX_STATUS_PORT']}/stub_status", timeout=10)
+    assert status.status_code == 200
+    assert status.text.startswith("Active connections:"), status.text
+    assert httpx.get(f"http://{HOST}:{nginx.env['NGINX_STATUS_PORT']}/", timeout=10).status_code == 404
+    public = client.get("/stub_status")
+    assert "Active connections" not in public.text
+    assert app.seen("/stub_status") != [], "the site's /stub_status is the app's"
 
 
 # --- Static files ----------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 import os
 import socket
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -62,6 +63,23 @@ def test_a_stack_is_selected_by_make_variables():
     tls = Stack("uvicorn", "rtd-x", 18000, https_port=18443)
     assert tls.make_variables()[-2:] == ["TLS=1", "HTTPS_PORT=18443"]
     assert (tls.port, tls.base_url, tls.ws_url) == (18443, "https://127.0.0.1:18443", "wss://127.0.0.1:18443")
+
+
+def test_monitoring_is_selected_by_the_prometheus_port():
+    plain = Stack("uvicorn", "rtd-x", 18000)
+    assert not plain.monitoring
+    assert not any(variable.startswith(("MONITORING", "PROMETHEUS")) for variable in plain.make_variables())
+    with pytest.raises(StackError, match="rtd-x runs without monitoring"):
+        _ = plain.prometheus_url
+    watched = Stack("gunicorn", "rtd-x", 18000, prometheus_port=19090, compose_files=[Path("extra.yaml")])
+    assert watched.monitoring
+    assert watched.make_variables()[-3:-1] == ["MONITORING=1", "PROMETHEUS_PORT=19090"]
+    assert watched.prometheus_url == "http://127.0.0.1:19090"
+
+
+def test_the_callers_monitoring_settings_do_not_leak_into_a_stack():
+    leaked = {"MONITORING": "1", "PROMETHEUS_PORT": "9090", "PATH": "/bin"}
+    assert inherited_environment(leaked) == {"PATH": "/bin"}
 
 
 def test_extra_compose_files_go_over_the_makefiles_own(tmp_path):
