@@ -8,6 +8,8 @@ MAKEFLAGS += --no-print-directory
 SERVER ?= uvicorn
 REPLICAS ?= 1
 TLS ?= 0
+# 1: the channel layer on Redis with Sentinel (compose.redis-ha.yaml; README "Redis with Sentinel")
+REDIS_HA ?= 0
 HTTP_PORT ?= 8000
 HTTPS_PORT ?= 8443
 PYTHON ?= python3
@@ -40,6 +42,9 @@ COMPOSE_BIN := $(shell docker compose version >/dev/null 2>&1 && echo "docker co
 COMPOSE_PROFILES_ARGS := $(if $(filter-out $(SERVER),$(WS_SERVER)),--profile sidecar)
 # TLS=1 lays compose.tls.yaml over compose.yaml: the HTTPS port and the certificate for Nginx.
 COMPOSE_FILES := -f compose.yaml $(if $(filter 1,$(TLS)),-f compose.tls.yaml)
+# REDIS_HA=1 lays compose.redis-ha.yaml over them: a replica and three sentinels beside Redis.
+# (make down and make clean need no file of it: --remove-orphans removes its services.)
+COMPOSE_FILES += $(if $(filter 1,$(REDIS_HA)),-f compose.redis-ha.yaml)
 COMPOSE := $(COMPOSE_BIN) -p $(PROJECT) $(COMPOSE_FILES) $(COMPOSE_PROFILES_ARGS)
 export SERVER WS_SERVER TLS HTTP_PORT HTTPS_PORT
 
@@ -155,7 +160,7 @@ image: check-server secrets $(if $(filter 1,$(OFFLINE)),wheelhouse)
 	$(COMPOSE) build app
 
 .PHONY: up
-up: check-server host ## Start the stack: make up SERVER=<variant> [REPLICAS=n] [TLS=1] (installs Docker if needed)
+up: check-server host ## Start the stack: make up SERVER=<variant> [REPLICAS=n] [TLS=1] [REDIS_HA=1] (installs Docker if needed)
 	@$(MAKE) stack-up
 
 .PHONY: stack-up
@@ -190,10 +195,10 @@ shell: ## A Django shell in an app container
 
 # --- Docker Swarm (deploy/swarm/) ---------------------------------------------------------------
 SWARM_STACK := STACK=$(STACK) SERVER=$(SERVER) REPLICAS=$(REPLICAS) HTTP_PORT=$(HTTP_PORT) \
-	HTTPS_PORT=$(HTTPS_PORT) TLS=$(TLS) deploy/swarm/stack.sh
+	HTTPS_PORT=$(HTTPS_PORT) TLS=$(TLS) REDIS_HA=$(REDIS_HA) deploy/swarm/stack.sh
 
 .PHONY: swarm-up
-swarm-up: check-server build ## Deploy on a swarm: make swarm-up SERVER=<variant> [REPLICAS=n] [STACK=name] [TLS=1]
+swarm-up: check-server build ## Deploy on a swarm: make swarm-up SERVER=<variant> [REPLICAS=n] [STACK=name] [TLS=1] [REDIS_HA=1]
 	@$(MAKE) swarm-deploy
 
 .PHONY: swarm-deploy
