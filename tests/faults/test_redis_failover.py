@@ -53,6 +53,7 @@ CLIENTS_PER_ROOM = 3  # at least; more join a room until its sockets are on both
 MAX_CLIENTS_PER_ROOM = 10
 PAUSE = 0.3  # seconds between two messages of one client
 ACK_TIMEOUT = 30.0  # a message neither acknowledged nor refused by then was dropped silently
+CLOSE_TIMEOUT = 15.0  # seconds for the close that follows an error frame
 LIFETIME = 600.0  # seconds a client runs at most
 MAX_MESSAGES = 2000  # per client
 # The requirement: chat works again within 15 s of the primary's death. Sentinel needs
@@ -144,11 +145,11 @@ class ChatClient:
             self.record.sent.append((time.monotonic(), text))
             try:
                 await ws.send(json.dumps({"message": text}))
-                done, _ = await asyncio.wait(
-                    {settled, reader}, timeout=ACK_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
-                )
             except ConnectionClosed:
-                done = set()
+                pass  # the reader records the close, and settles the message as failed
+            else:
+                first = asyncio.FIRST_COMPLETED
+                await asyncio.wait({settled, reader}, timeout=ACK_TIMEOUT, return_when=first)
             if not settled.done():
                 await asyncio.sleep(0.05)  # the reader may be about to settle it
             self._pending.pop(text, None)
@@ -158,8 +159,10 @@ class ChatClient:
                 else:
                     self.record.silent.append(text)
                 return
-            if not done or not settled.result():
-                return  # refused and closed: reconnect
+            if not settled.result():
+                # Refused: the server's close follows its error frame (read on until it comes).
+                await asyncio.wait({reader}, timeout=CLOSE_TIMEOUT)
+                return
             await asyncio.sleep(PAUSE)
 
     def _settle(self, text: str | None, how: str | None) -> None:
@@ -418,7 +421,7 @@ def test_no_open_socket_is_left_silent(failover: Failover) -> None:
         for session in (s for s in client.sessions if s.open_at(failover.kill_started)):
             if session.closed is None:
                 served = any(when > failover.killed_at for when, _ in session.heard)
-                outcome = "kept working" if served else "left silent"
+                outcome = "kept working" if served else f"left silent after {session.errors}"
             elif session.close_code == 1013 and session.errors[:1] == ["layer_unavailable"]:
                 outcome = "told, then 1013"
             else:
