@@ -128,7 +128,7 @@ test-security: venv ## Hostile input, hardening and TLS on the compose stack (SE
 	$(VENV)/bin/pytest tests/security -q -m e2e
 
 .PHONY: test-faults
-test-faults: venv ## Faults injected into the running stack (FAULT_VARIANTS="daphne gunicorn" by default)
+test-faults: venv ## Faults injected into the running stack (FAULT_VARIANTS="daphne gunicorn", REDIS_HA_VARIANTS=uvicorn by default)
 	$(VENV)/bin/pytest tests/faults -q -m faults
 
 # --- The stack -----------------------------------------------------------------------------------
