@@ -12,6 +12,8 @@ TLS ?= 0
 # http://127.0.0.1:$(PROMETHEUS_PORT)/
 MONITORING ?= 0
 PROMETHEUS_PORT ?= 9090
+# 1: the channel layer on Redis with Sentinel (compose.redis-ha.yaml; README "Redis with Sentinel")
+REDIS_HA ?= 0
 HTTP_PORT ?= 8000
 HTTPS_PORT ?= 8443
 PYTHON ?= python3
@@ -48,6 +50,9 @@ COMPOSE_PROFILES_ARGS := $(if $(SIDECAR),--profile sidecar) $(if $(filter 1,$(MO
 COMPOSE_ALL_PROFILES := --profile sidecar --profile monitoring
 # TLS=1 lays compose.tls.yaml over compose.yaml: the HTTPS port and the certificate for Nginx.
 COMPOSE_FILES := -f compose.yaml $(if $(filter 1,$(TLS)),-f compose.tls.yaml)
+# REDIS_HA=1 lays compose.redis-ha.yaml over them: a replica and three sentinels beside Redis.
+# (make down and make clean need no file of it: --remove-orphans removes its services.)
+COMPOSE_FILES += $(if $(filter 1,$(REDIS_HA)),-f compose.redis-ha.yaml)
 COMPOSE := $(COMPOSE_BIN) -p $(PROJECT) $(COMPOSE_FILES) $(COMPOSE_PROFILES_ARGS)
 export SERVER WS_SERVER TLS HTTP_PORT HTTPS_PORT PROMETHEUS_PORT
 
@@ -131,7 +136,7 @@ test-security: venv ## Hostile input, hardening and TLS on the compose stack (SE
 	$(VENV)/bin/pytest tests/security -q -m e2e
 
 .PHONY: test-faults
-test-faults: venv ## Faults injected into the running stack (FAULT_VARIANTS="daphne gunicorn" by default)
+test-faults: venv ## Faults injected into the running stack (FAULT_VARIANTS="daphne gunicorn", REDIS_HA_VARIANTS=uvicorn by default)
 	$(VENV)/bin/pytest tests/faults -q -m faults
 
 # --- The stack -----------------------------------------------------------------------------------
@@ -165,7 +170,7 @@ image: check-server secrets $(if $(filter 1,$(OFFLINE)),wheelhouse)
 	$(COMPOSE) build app
 
 .PHONY: up
-up: check-server host ## Start the stack: make up SERVER=<variant> [REPLICAS=n] [TLS=1] [MONITORING=1] (installs Docker if needed)
+up: check-server host ## Start the stack: make up SERVER=<variant> [REPLICAS=n] [TLS=1] [MONITORING=1] [REDIS_HA=1] (installs Docker if needed)
 	@$(MAKE) stack-up
 
 .PHONY: stack-up
@@ -202,10 +207,10 @@ shell: ## A Django shell in an app container
 # --- Docker Swarm (deploy/swarm/) ---------------------------------------------------------------
 SWARM_STACK := STACK=$(STACK) SERVER=$(SERVER) REPLICAS=$(REPLICAS) HTTP_PORT=$(HTTP_PORT) \
 	HTTPS_PORT=$(HTTPS_PORT) TLS=$(TLS) MONITORING=$(MONITORING) PROMETHEUS_PORT=$(PROMETHEUS_PORT) \
-	deploy/swarm/stack.sh
+	REDIS_HA=$(REDIS_HA) deploy/swarm/stack.sh
 
 .PHONY: swarm-up
-swarm-up: check-server build ## Deploy on a swarm: make swarm-up SERVER=<variant> [REPLICAS=n] [STACK=name] [TLS=1] [MONITORING=1]
+swarm-up: check-server build ## Deploy on a swarm: make swarm-up SERVER=<variant> [REPLICAS=n] [STACK=name] [TLS=1] [MONITORING=1] [REDIS_HA=1]
 	@$(MAKE) swarm-deploy
 
 .PHONY: swarm-deploy

@@ -26,6 +26,7 @@ UP_TIMEOUT = 900.0  # a first `make up` builds the image
 COMMAND_TIMEOUT = 600.0
 COMPOSE_FILE = ROOT / "compose.yaml"
 TLS_COMPOSE_FILE = ROOT / "compose.tls.yaml"  # the Makefile lays it over compose.yaml when TLS=1
+REDIS_HA_COMPOSE_FILE = ROOT / "compose.redis-ha.yaml"  # and this one when REDIS_HA=1
 
 # What the caller's environment must not pass on to the stack: make's own variables (when run from
 # `make test` or `make bench`), the Makefile's per-stack exports (this stack sets its own), the test
@@ -35,6 +36,7 @@ _NOT_INHERITED = frozenset(
         "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES",
         "SERVER", "WS_SERVER", "WS_HOST", "TLS", "HTTP_PORT", "HTTPS_PORT", "REPLICAS", "PROJECT",
         "MONITORING", "PROMETHEUS_PORT",
+        "REDIS_HA",
         "DJANGO_SECRET_KEY", "DJANGO_HTTPS", "DJANGO_SETTINGS_MODULE", "LOG_LEVEL",
         "SCENARIO",
     }
@@ -79,6 +81,7 @@ class Stack:
     prometheus_port: int | None = None  # set: with MONITORING=1, Prometheus published on this port
     env: Mapping[str, str] = field(default_factory=dict)  # for make and compose (WEB_CONCURRENCY, ...)
     compose_files: Sequence[Path] = ()  # laid over compose.yaml (and compose.tls.yaml)
+    redis_ha: bool = False  # the channel layer on Redis with Sentinel (REDIS_HA=1)
 
     # --- Make and compose ------------------------------------------------------------------------
 
@@ -96,12 +99,19 @@ class Stack:
             variables.append("TLS=0")
         if self.monitoring:
             variables += ["MONITORING=1", f"PROMETHEUS_PORT={self.prometheus_port}"]
+        if self.redis_ha:
+            variables.append("REDIS_HA=1")
         if self.compose_files:
             variables.append("COMPOSE_FILES=" + " ".join(f"-f {path}" for path in self.all_compose_files()))
         return variables
 
     def all_compose_files(self) -> list[Path]:
-        return [COMPOSE_FILE, *([TLS_COMPOSE_FILE] if self.tls else []), *self.compose_files]
+        return [
+            COMPOSE_FILE,
+            *([TLS_COMPOSE_FILE] if self.tls else []),
+            *([REDIS_HA_COMPOSE_FILE] if self.redis_ha else []),
+            *self.compose_files,
+        ]
 
     def environment(self) -> dict[str, str]:
         extra_files = {}

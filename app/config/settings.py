@@ -12,6 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from config import env
+from config.redis_sentinels import parse_sentinels
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -127,6 +128,12 @@ DATABASES = {"default": _database}
 # --- Channel layer: in-memory when nothing is configured, Redis across processes otherwise --------
 
 REDIS_URL = env.get_str("REDIS_URL")
+# Redis with Sentinel (high availability): the sentinels' addresses, instead of REDIS_URL. The
+# layer asks them for the current primary of REDIS_SENTINEL_MASTER, and again after a failover.
+REDIS_SENTINELS = env.get_str("REDIS_SENTINELS")
+REDIS_SENTINEL_MASTER = env.get_str("REDIS_SENTINEL_MASTER", "mymaster")
+if REDIS_URL and REDIS_SENTINELS:
+    raise ImproperlyConfigured("set REDIS_URL (one Redis) or REDIS_SENTINELS (Redis with Sentinel), not both")
 CHANNEL_LAYER_BACKEND = env.get_str("CHANNEL_LAYER_BACKEND", "core")
 _LAYER_BACKENDS = {
     "core": "channels_redis.core.RedisChannelLayer",
@@ -140,14 +147,16 @@ CHANNEL_LAYER_GROUP_EXPIRY = env.get_int("CHANNEL_LAYER_GROUP_EXPIRY", 120)
 # Messages queued per channel (core layer), and broadcasts a socket may fall behind its room before
 # it is closed (chat/rooms.py, every layer).
 CHANNEL_LAYER_CAPACITY = env.get_int("CHANNEL_LAYER_CAPACITY", 1000)
-if REDIS_URL:
+if REDIS_URL or REDIS_SENTINELS:
     if CHANNEL_LAYER_BACKEND not in _LAYER_BACKENDS:
         raise ImproperlyConfigured(f"CHANNEL_LAYER_BACKEND must be one of {sorted(_LAYER_BACKENDS)}")
-    _redis_host = {
-        "address": REDIS_URL,
+    _redis_host: dict[str, object] = {
         # redis-py times a socket out after 5 s by default, exactly as long as channels-redis blocks
         # in BZPOPMIN waiting for a message: an idle consumer's receive would fail. Stay above it.
-        "socket_timeout": env.get_float("REDIS_SOCKET_TIMEOUT", 15.0),
+        # A killed primary answers nothing, not even a reset: a read waiting on it fails only at
+        # this timeout. With Sentinel it is shorter, so that the rooms of every process notice the
+        # failover (and their sockets reconnect, to the new primary) within seconds of it.
+        "socket_timeout": env.get_float("REDIS_SOCKET_TIMEOUT", 8.0 if REDIS_SENTINELS else 15.0),
         "socket_connect_timeout": env.get_float("REDIS_CONNECT_TIMEOUT", 3.0),
         # After a Redis restart the pool still holds connections to the old server: a command that
         # fails on one is retried once on a fresh connection instead of failing the client.
@@ -157,6 +166,20 @@ if REDIS_URL:
         # joins takes hundreds); past the limit a call fails with "Too many connections".
         "max_connections": env.get_int("REDIS_MAX_CONNECTIONS", 1000),
     }
+    if REDIS_SENTINELS:
+        _sentinel_timeout = env.get_float("REDIS_SENTINEL_TIMEOUT", 1.0)
+        _redis_host |= {
+            "master_name": REDIS_SENTINEL_MASTER,
+            "sentinels": parse_sentinels(REDIS_SENTINELS),
+            # For the questions to the sentinels, which answer at once: a sentinel that is down
+            # costs this long before the next one is asked.
+            "sentinel_kwargs": {
+                "socket_timeout": _sentinel_timeout,
+                "socket_connect_timeout": _sentinel_timeout,
+            },
+        }
+    else:
+        _redis_host["address"] = REDIS_URL
     _layer_config: dict[str, object] = {"hosts": [_redis_host]}
     if CHANNEL_LAYER_BACKEND == "core":
         _layer_config["capacity"] = CHANNEL_LAYER_CAPACITY

@@ -20,6 +20,8 @@
 #   TLS             1: HTTPS on HTTPS_PORT too (tls.yaml laid over stack.yaml), with
 #                   TLS_DIR/tls_certificate.pem and tls_private_key.pem (default: SECRETS_DIR,
 #                   where `make tls-cert` writes a self-signed pair)
+#   REDIS_HA        1: the channel layer on Redis with Sentinel (redis-ha.yaml laid over
+#                   stack.yaml): a replica and three sentinels beside `redis` (default 0)
 #   SWARM_WAIT_TIMEOUT     seconds `wait` and `rm` wait at most (default 300)
 #   SWARM_RESOLVE_IMAGE    docker stack deploy --resolve-image (default never: local images;
 #                          use always with a registry so every node runs the same digest)
@@ -38,6 +40,7 @@ repo=$(cd -- "$here/../.." && pwd)
 : "${TLS:=0}"
 : "${MONITORING:=0}"
 : "${PROMETHEUS_PORT:=9090}"
+: "${REDIS_HA:=0}"
 : "${TLS_DIR:=$SECRETS_DIR}"
 : "${HTTPS_PORT:=8443}"
 : "${SWARM_WAIT_TIMEOUT:=300}"
@@ -70,6 +73,7 @@ check_settings() {
     [[ $MONITORING == 0 || $MONITORING == 1 ]] || die "MONITORING must be 0 or 1, got '$MONITORING'"
     { is_uint "$PROMETHEUS_PORT" && ((PROMETHEUS_PORT >= 1 && PROMETHEUS_PORT <= 65535)); } ||
         die "PROMETHEUS_PORT must be a port number, got '$PROMETHEUS_PORT'"
+    [[ $REDIS_HA == 0 || $REDIS_HA == 1 ]] || die "REDIS_HA must be 0 or 1, got '$REDIS_HA'"
     { is_uint "$HTTPS_PORT" && ((HTTPS_PORT >= 1 && HTTPS_PORT <= 65535)); } ||
         die "HTTPS_PORT must be a port number, got '$HTTPS_PORT'"
     is_uint "$SWARM_WAIT_TIMEOUT" || die "SWARM_WAIT_TIMEOUT must be a number of seconds, got '$SWARM_WAIT_TIMEOUT'"
@@ -163,10 +167,19 @@ derive() {
         export TLS_DIR TLS_VERSION
         stack_files+=(-c "$here/tls.yaml")
     fi
+    # An overlay cannot empty a variable stack.yaml sets, so REDIS_URL is set here.
+    STACK_REDIS_URL=redis://redis:6379/0
+    if [[ $REDIS_HA == 1 ]]; then
+        STACK_REDIS_URL=
+        REDIS_HA_DIR="$repo/deploy/redis-ha"
+        REDIS_HA_VERSION=$(content_hash "$REDIS_HA_DIR" start.sh)
+        export REDIS_HA_DIR REDIS_HA_VERSION
+        stack_files+=(-c "$here/redis-ha.yaml")
+    fi
     # Empty when the image is not on this machine (a registry's: the digest pins it instead).
     APP_IMAGE_ID=$(docker image inspect --format '{{.Id}}' "$APP_IMAGE" 2>/dev/null) || APP_IMAGE_ID=
     export STACK SERVER REPLICAS HTTP_PORT HTTPS_PORT TLS MONITORING PROMETHEUS_PORT SECRETS_DIR SECRET_KEY_VERSION \
-        DATABASE_PASSWORD_VERSION WS_SERVER WS_HOST WS_REPLICAS APP_IMAGE APP_IMAGE_ID
+        DATABASE_PASSWORD_VERSION WS_SERVER WS_HOST WS_REPLICAS APP_IMAGE APP_IMAGE_ID STACK_REDIS_URL
 }
 
 # --- Waiting ----------------------------------------------------------------------------------------

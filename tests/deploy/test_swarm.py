@@ -133,6 +133,11 @@ def test_secrets_are_files_the_app_reads(stack_file: dict[str, Any]) -> None:
         ("compose.yaml", "stack.yaml", "nginx"),
         ("compose.yaml", "stack.yaml", "postgres"),
         ("compose.tls.yaml", "tls.yaml", "nginx"),
+        ("compose.redis-ha.yaml", "redis-ha.yaml", "redis"),
+        ("compose.redis-ha.yaml", "redis-ha.yaml", "redis-replica"),
+        ("compose.redis-ha.yaml", "redis-ha.yaml", "sentinel-1"),
+        ("compose.redis-ha.yaml", "redis-ha.yaml", "sentinel-2"),
+        ("compose.redis-ha.yaml", "redis-ha.yaml", "sentinel-3"),
     ],
 )
 def test_stack_passes_the_variables_compose_passes(compose_file: str, swarm_file: str, service: str) -> None:
@@ -271,6 +276,76 @@ def test_prometheus_keeps_one_task_on_its_volume() -> None:
     assert prometheus["deploy"]["placement"]["constraints"]
 
 
+@pytest.fixture(scope="module")
+def rendered_redis_ha(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """What `stack.sh deploy` would deploy with REDIS_HA=1 (`stack.sh config`)."""
+    if shutil.which("docker") is None:
+        pytest.skip("no docker CLI for `docker stack config`")
+    secrets = fake_secrets(tmp_path_factory.mktemp("secrets"))
+    env = {
+        **os.environ,
+        "STACK": "rtd-check",
+        "SERVER": "gunicorn",
+        "SECRETS_DIR": str(secrets),
+        "REDIS_HA": "1",
+    }
+    result = stack_script("config", env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+SENTINELS = ["sentinel-1", "sentinel-2", "sentinel-3"]
+
+
+def test_without_redis_ha_the_app_uses_the_one_redis(rendered: dict[str, Any]) -> None:
+    services = rendered["services"]
+    assert not {"redis-replica", *SENTINELS} & set(services)
+    for name in ("app", "ws", "migrate"):
+        assert services[name]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+        assert "REDIS_SENTINELS" not in services[name]["environment"]
+
+
+def test_redis_ha_adds_a_replica_and_three_sentinels(rendered_redis_ha: dict[str, Any]) -> None:
+    services = rendered_redis_ha["services"]
+    assert {"redis", "redis-replica", *SENTINELS} <= set(services)
+    # Each member announces its own name and asks the same sentinels; one primary to start with.
+    members = ["redis", "redis-replica", *SENTINELS]
+    assert [services[name]["environment"]["REDIS_HA_SELF"] for name in members] == members
+    assert {services[name]["environment"]["REDIS_SENTINELS"] for name in members} == {
+        ",".join(f"{name}:26379" for name in SENTINELS)
+    }
+    assert {services[name]["environment"]["REDIS_HA_PRIMARY"] for name in members} == {"redis"}
+    assert {services[name]["environment"]["SENTINEL_QUORUM"] for name in SENTINELS} == {"2"}
+    for name in members:
+        service = services[name]
+        assert service["entrypoint"][:2] == ["bash", "/etc/redis-ha/start.sh"]
+        assert service["deploy"]["replicas"] == 1 and service["deploy"]["endpoint_mode"] == "dnsrr"
+        assert service["read_only"] and service["cap_drop"] == ["ALL"] and service["user"] == "999:999"
+        assert {"type": "tmpfs", "target": "/data"} in service["volumes"]
+    assert [services[name]["command"] for name in SENTINELS] == [["sentinel"]] * 3
+    # The Redis servers keep stack.yaml's options (no persistence, bounded memory).
+    assert services["redis-replica"]["command"] == services["redis"]["command"]
+    assert services["redis"]["entrypoint"][2:] == services["redis-replica"]["entrypoint"][2:] == ["redis"]
+
+
+def test_redis_ha_start_script_is_a_versioned_config(rendered_redis_ha: dict[str, Any]) -> None:
+    config = rendered_redis_ha["configs"]["redis_ha_start"]
+    assert Path(config["file"]) == DEPLOY / "redis-ha" / "start.sh"
+    assert config["name"].startswith("rtd-check_redis-ha-start-") and len(config["name"]) <= 64
+    for name in ("redis", "redis-replica", *SENTINELS):
+        targets = {ref["target"] for ref in rendered_redis_ha["services"][name]["configs"]}
+        assert targets == {"/etc/redis-ha/start.sh"}
+
+
+def test_with_redis_ha_the_app_asks_the_sentinels(rendered_redis_ha: dict[str, Any]) -> None:
+    """REDIS_URL empty (the app refuses both at once), REDIS_SENTINELS naming the three."""
+    for name in ("app", "ws", "migrate"):
+        environment = rendered_redis_ha["services"][name]["environment"]
+        assert environment["REDIS_URL"] == ""
+        assert environment["REDIS_SENTINELS"] == ",".join(f"{sentinel}:26379" for sentinel in SENTINELS)
+        assert environment["REDIS_SENTINEL_MASTER"] == "mymaster"
+
+
 # Each bad setting is refused before anything is deployed, with a message naming it.
 DEPLOY_REFUSALS = {
     "SERVER=tornado": "unknown SERVER 'tornado'. Valid: daphne",
@@ -281,6 +356,7 @@ DEPLOY_REFUSALS = {
     "SWARM_RESOLVE_IMAGE=sometimes": "SWARM_RESOLVE_IMAGE must be always, changed or never",
     "SWARM_WAIT_TIMEOUT=5m": "SWARM_WAIT_TIMEOUT must be a number of seconds, got '5m'",
     "TLS=yes": "TLS must be 0 or 1, got 'yes'",
+    "REDIS_HA=yes": "REDIS_HA must be 0 or 1, got 'yes'",
     "HTTPS_PORT=-1": "HTTPS_PORT must be a port number, got '-1'",
     "MONITORING=yes": "MONITORING must be 0 or 1, got 'yes'",
     "MONITORING=1,PROMETHEUS_PORT=0": "PROMETHEUS_PORT must be a port number, got '0'",

@@ -92,6 +92,32 @@ def test_extra_compose_files_go_over_the_makefiles_own(tmp_path):
     assert "COMPOSE_FILE" not in Stack("uvicorn", "rtd-x", 18000).environment()
 
 
+def test_redis_ha_lays_its_compose_file_over_the_others(tmp_path):
+    """REDIS_HA=1 for make, and its file among the ones the compose commands run without -f see."""
+    ha = Stack("uvicorn", "rtd-x", 18000, redis_ha=True)
+    assert ha.make_variables()[-1] == "REDIS_HA=1"
+    assert "REDIS_HA=1" not in Stack("uvicorn", "rtd-x", 18000).make_variables()
+    extra = tmp_path / "extra.yaml"
+    both = Stack("uvicorn", "rtd-x", 18000, https_port=18443, redis_ha=True, compose_files=[extra])
+    files = [ROOT / "compose.yaml", ROOT / "compose.tls.yaml", ROOT / "compose.redis-ha.yaml", extra]
+    assert both.all_compose_files() == files
+    assert all(path.exists() for path in files[:-1])
+    assert both.make_variables()[-2:] == ["REDIS_HA=1", "COMPOSE_FILES=" + " ".join(f"-f {p}" for p in files)]
+
+
+def test_the_makefile_lays_the_redis_ha_file_as_the_driver_does():
+    """`make up REDIS_HA=1` and Stack(redis_ha=True) start the same files, in the same order."""
+    args = ["make", "-n", "--no-print-directory", "stack-up", "SERVER=uvicorn", "PROJECT=rtd-x", "OFFLINE=0"]
+    with_ha = subprocess.run([*args, "REDIS_HA=1", "TLS=1"], cwd=ROOT, capture_output=True, text=True)
+    without = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+    assert "-f compose.yaml -f compose.tls.yaml -f compose.redis-ha.yaml" in " ".join(with_ha.stdout.split())
+    assert "compose.redis-ha.yaml" not in without.stdout
+
+
+def test_redis_ha_is_not_inherited_from_the_callers_environment():
+    assert inherited_environment({"PATH": "/bin", "REDIS_HA": "1"}) == {"PATH": "/bin"}
+
+
 class LeftoverStack(Stack):
     """``make clean`` succeeds but leaves a container and a network; Docker removes them by force."""
 
