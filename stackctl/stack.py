@@ -52,6 +52,18 @@ print(urllib.request.urlopen(url, timeout=10).read().decode())
 """
 
 
+# Run in a container by Stack.cpu_seconds: the CPU time of its cgroup (every process in it, exited
+# ones included), from cgroup v2's cpu.stat or v1's cpuacct.
+_CGROUP_CPU_SECONDS = """
+from pathlib import Path
+v2 = Path("/sys/fs/cgroup/cpu.stat")
+if v2.exists():
+    print(int(dict(line.split() for line in v2.read_text().splitlines())["usage_usec"]) / 1e6)
+else:
+    print(int(Path("/sys/fs/cgroup/cpuacct/cpuacct.usage").read_text()) / 1e9)
+"""
+
+
 class StackError(RuntimeError):
     """The stack did not come up (or go away); the message carries what make and Docker said."""
 
@@ -243,6 +255,11 @@ class Stack:
         """An app container's /metrics (Prometheus' text format), fetched inside it through its
         address on the backend network: the exporter listens there only, unpublished."""
         return self.exec_python(container, _SCRAPE_METRICS, timeout=30)
+
+    def cpu_seconds(self, container: str) -> float:
+        """The CPU seconds a container's processes have used since it started (its cgroup's account,
+        whatever runs in it: with or without the metrics exporter)."""
+        return float(self.exec_python(container, _CGROUP_CPU_SECONDS, timeout=30))
 
     def container_logs(self, container: str, *, tail: int | None = None, timestamps: bool = False) -> str:
         """What one container wrote, stdout and stderr interleaved."""

@@ -97,9 +97,15 @@ def _server_extra(scenario: str, case: str, row: str, runs: list[Run]) -> dict[s
     if scenario == "capacity" or any(run.server is None for run in runs):
         return extra
     measured = [(run.server or {}, (run.rows or {})[row]) for run in runs]
-    cpu = [server_metrics.cpu_ms_per_request(server, found["requests"]) for server, found in measured]
-    if all(value is not None for value in cpu):
-        extra["cpu_ms_per_request"] = spread(value for value in cpu if value is not None)
+    for key, source in (
+        ("cpu_ms_per_request", "cpu_seconds"),
+        ("container_cpu_ms_per_request", "container_cpu_seconds"),
+    ):
+        cpu = [
+            server_metrics.cpu_ms_per_request(server, found["requests"], source) for server, found in measured
+        ]
+        if all(value is not None for value in cpu):
+            extra[key] = spread(value for value in cpu if value is not None)
     route = route_of(case) if scenario == "http" else None
     timed = [server["routes"][route] for server, _ in measured if route in server.get("routes", {})]
     fanout = [server["fanout"] for server, _ in measured if "fanout" in server]

@@ -8,6 +8,7 @@ cannot disagree, and every figure in them is a measured one.
 """
 
 import datetime as dt
+import math
 import shlex
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -269,6 +270,10 @@ def chat_tables(index: Index) -> list[Table]:
     return tables
 
 
+def _has_server_side(f: Figures) -> bool:
+    return "cpu_ms_per_request" in f.extra or "container_cpu_ms_per_request" in f.extra
+
+
 def _extra_cell(f: Figures, key: str, fmt: Callable[[float], str] = fmt_ms) -> str:
     return fmt_spread(f.extra[key], fmt) if key in f.extra else "n/a"
 
@@ -276,13 +281,13 @@ def _extra_cell(f: Figures, key: str, fmt: Callable[[float], str] = fmt_ms) -> s
 def server_side_section(index: Index) -> Section | None:
     """The client's latency beside Django's own (the app's /metrics over the same runs), and the CPU
     the server's processes spent per request, message or delivery."""
-    hello = [f for f in index.figures if f.target == ASGI_HELLO and "cpu_ms_per_request" in f.extra]
+    hello = [f for f in index.figures if f.target == ASGI_HELLO and _has_server_side(f)]
     http_rows, ws_rows = [], []
     for tool in ("locust", "wrk"):
         for case in index.cases("http", tool):
             for t, p in index.variants:
                 f = index.get(t, p, "http", case, tool)
-                if f is None or "cpu_ms_per_request" not in f.extra:
+                if f is None or not _has_server_side(f):
                     continue
                 http_rows.append(
                     [
@@ -294,18 +299,20 @@ def server_side_section(index: Index) -> Section | None:
                         fmt_spread(f.p99, fmt_ms),
                         _extra_cell(f, "server_p99"),
                         _extra_cell(f, "cpu_ms_per_request", fmt_cpu_ms),
+                        _extra_cell(f, "container_cpu_ms_per_request", fmt_cpu_ms),
                     ]
                 )
     for f in hello:
         what = "WebSocket echo" if f.scenario == "echo" else f"GET {f.case}"
         row = ["raw ASGI hello-world", what, f.tool, fmt_spread(f.p50, fmt_ms), "n/a"]
         row += [fmt_spread(f.p99, fmt_ms), "n/a", _extra_cell(f, "cpu_ms_per_request", fmt_cpu_ms)]
+        row.append(_extra_cell(f, "container_cpu_ms_per_request", fmt_cpu_ms))
         (http_rows if f.scenario == "http" else ws_rows).append(row)
     for scenario in ("echo", "chat"):
         for case in index.cases(scenario):
             for t, p in index.variants:
                 f = index.get(t, p, scenario, case)
-                if f is None or "cpu_ms_per_request" not in f.extra:
+                if f is None or not _has_server_side(f):
                     continue
                 what = "WebSocket echo" if scenario == "echo" else f"chat, {case}"
                 ws_rows.append(
@@ -318,6 +325,7 @@ def server_side_section(index: Index) -> Section | None:
                         fmt_spread(f.p99, fmt_ms),
                         _extra_cell(f, "server_fanout_p99"),
                         _extra_cell(f, "cpu_ms_per_request", fmt_cpu_ms),
+                        _extra_cell(f, "container_cpu_ms_per_request", fmt_cpu_ms),
                     ]
                 )
     if not http_rows and not ws_rows:
@@ -325,11 +333,11 @@ def server_side_section(index: Index) -> Section | None:
     tables = []
     if http_rows:
         columns = ["variant", "what", "tool", "client p50 ms", "Django p50 ms", "client p99 ms"]
-        columns += ["Django p99 ms", "server CPU ms per request"]
+        columns += ["Django p99 ms", "server CPU ms per request", "container CPU ms per request"]
         tables.append(Table(columns, http_rows, title="HTTP"))
     if ws_rows:
         columns = ["variant", "what", "tool", "client p50 ms", "app fan-out p50 ms", "client p99 ms"]
-        columns += ["app fan-out p99 ms", "server CPU ms per message"]
+        columns += ["app fan-out p99 ms", "server CPU ms per message", "container CPU ms per message"]
         tables.append(Table(columns, ws_rows, title="WebSockets"))
     return Section(
         "The server's side",
@@ -340,8 +348,11 @@ def server_side_section(index: Index) -> Section | None:
             "buckets as Prometheus does, so as coarse as they are (1, 2.5, 5, 10, 25 ms ...). The app's "
             "fan-out time runs from a room broadcast to each socket's send. CPU is the server "
             "processes' (workers and supervisors) over the run, divided by the requests, messages or "
-            "deliveries the client completed: Nginx, Redis and PostgreSQL are not in it. What the "
-            "client sees beyond Django's time is the server, Nginx, the network and the queue.",
+            "deliveries the client completed: Nginx, Redis and PostgreSQL are not in it. The "
+            "container's is the app containers' own CPU account (their cgroups: the server, the metrics "
+            "exporter and the health checks), which needs no exporter: an app profile with METRICS=0 "
+            "has it too. What the client sees beyond Django's time is the server, Nginx, the network "
+            "and the queue.",
         ],
         tables=tables,
     )
@@ -441,6 +452,13 @@ def profile_tables(index: Index) -> list[Table]:
         for tool in ("locust", "wrk")
         for case in index.cases("http", tool)
     ]
+    # The app containers' CPU per request: what a profile costs, blurred far less than req/s by a
+    # busy machine.
+    metrics += [
+        (f"{case} container CPU ms per request ({tool})", "http", case, tool, _container_cpu)
+        for tool in ("locust", "wrk")
+        for case in index.cases("http", tool)
+    ]
     metrics += [("echo msg/s", "echo", names.ECHO_PATH, "locust", lambda f: f.rps.median)]
     metrics += [
         (f"fan-out p99 ms ({c})", "chat", c, "locust", lambda f: f.p99.median) for c in index.cases("chat")
@@ -453,10 +471,17 @@ def profile_tables(index: Index) -> list[Table]:
             if any(f is None for f in found):
                 continue
             values = [value_of(f) for f in found if f is not None]
-            fmt = fmt_ms if scenario == "chat" else fmt_rate
+            if any(math.isnan(v) for v in values):
+                continue
+            fmt = fmt_ms if scenario == "chat" else fmt_cpu_ms if "CPU" in title else fmt_rate
             ratios = [f"{v / values[0]:.2f}x" if values[0] else "first is 0" for v in values[1:]]
             rows.append([server, title, *(fmt(v) for v in values), *ratios])
     return [Table(columns, rows)] if rows else []
+
+
+def _container_cpu(f: Figures) -> float:
+    spread = f.extra.get("container_cpu_ms_per_request")
+    return spread.median if spread is not None else math.nan
 
 
 SERVICE_LABELS = {"app": "app", "ws": "ws (WebSocket sidecar)"}

@@ -192,14 +192,14 @@ class Bench:
         run_dir = self.out / "runs" / stage.folder / job.folder
         if stage.kind == COMPARISON:  # every variant's runs in one stage: a folder each
             run_dir = self.out / "runs" / stage.folder / slug(self.label(job.target)) / job.folder
-        before = self.server_snapshot(stage, job.target)
+        before = self.server_snapshot(stage, job.target, after_run=False)
         run = tools.run_tool(
             job.command(self.host(job.target.port), run_dir), job.row, run_dir, self.out, utc_now()
         )
         if job.finish is not None:
             job.finish(run, run_dir)
         if before is not None and run.error is None:
-            after = self.server_snapshot(stage, job.target)
+            after = self.server_snapshot(stage, job.target, after_run=True)
             if after is not None:
                 try:
                     run.server = server_metrics.difference(before, after)
@@ -211,17 +211,30 @@ class Bench:
         )  # fmt: skip
         self.add_run(measurement, run, stage)
 
-    def server_snapshot(self, stage: Stage, target: Target) -> server_metrics.Snapshot | None:
-        """The app containers' /metrics summed, for a run that goes through the app (a variant, or
-        the raw ASGI hello-world); None for the others. A variant whose metrics cannot be read is an
-        error of the stack (its figures are still kept)."""
+    def server_snapshot(
+        self, stage: Stage, target: Target, *, after_run: bool
+    ) -> server_metrics.Snapshot | None:
+        """The app containers' /metrics (unless they run without the exporter) and CPU accounts summed,
+        for a run that goes through the app (a variant, or the raw ASGI hello-world); None for the
+        others. A variant whose metrics cannot be read is an error of the stack (its figures are
+        still kept)."""
         if self.stack is None or (target.kind != "variant" and target.name != ASGI_HELLO):
             return None
-        if self.stack.project in self.without_metrics:
-            return None
+        stack = self.stack
         try:
-            containers = [c for service in self.stack.app_services for c in self.stack.containers(service)]
-            return server_metrics.snapshot(self.stack.metrics(container) for container in containers)
+            containers = [c for service in stack.app_services for c in stack.containers(service)]
+            with_metrics = stack.project not in self.without_metrics
+
+            def scrapes() -> list[str]:
+                return [stack.metrics(c) for c in containers] if with_metrics else []
+
+            # A scrape runs a process in the container, which its CPU account counts: read the
+            # account after the scrapes before a run and before them after it, so neither is in it.
+            if after_run:
+                cpu = [stack.cpu_seconds(c) for c in containers]
+                return server_metrics.snapshot(scrapes(), cpu)
+            texts = scrapes()
+            return server_metrics.snapshot(texts, [stack.cpu_seconds(c) for c in containers])
         except (StackError, ValueError) as exc:
             if target.kind == "variant":
                 self.error(stage.name, "server metrics", str(exc).splitlines()[0])

@@ -7,7 +7,10 @@ one exporter per container, summed over its processes) and keeps the difference:
   (core/middleware.py): from the request reaching Django to its response, without Nginx, the
   server's own parsing, or the time a request waited for a worker;
 - the CPU seconds of the server's processes (workers and supervisors, exited ones included), so a
-  request's cost in CPU can be set beside its rate;
+  request's cost in CPU can be set beside its rate; and the app containers' own CPU account (their
+  cgroups), which needs no exporter: with it, runs with ``METRICS=0`` have a CPU cost too, and the
+  cost of the metrics themselves shows as a difference of CPU per request, which a busy machine
+  blurs far less than a difference of requests per second;
 - WebSocket frames in and out, and the chat's fan-out time from a room broadcast to each socket's
   send (the client's figure adds the layer's hand-off to the socket and the way back to Locust).
 
@@ -51,10 +54,13 @@ class Snapshot:
     fanout: Histogram = field(default_factory=lambda: defaultdict(float))
     frames_received: float = 0.0
     frames_sent: float = 0.0
-    cpu_seconds: float = 0.0
+    cpu_seconds: float = 0.0  # the server's processes, as the exporter reports them
+    container_cpu_seconds: float = 0.0  # the app containers' cgroups: with or without the exporter
+    scraped: int = 0  # the /metrics added (none: the app ran without the exporter, METRICS=0)
 
     def add(self, text: str) -> "Snapshot":
         """Add one container's scrape (the Prometheus text format) to this snapshot."""
+        self.scraped += 1
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 self._add_sample(sample.name, sample.labels, sample.value)
@@ -78,9 +84,9 @@ class Snapshot:
             self.cpu_seconds += value
 
 
-def snapshot(texts: Iterable[str]) -> Snapshot:
-    """The sum of several containers' scrapes."""
-    total = Snapshot()
+def snapshot(texts: Iterable[str], container_cpu_seconds: Iterable[float] = ()) -> Snapshot:
+    """The sum of several containers' scrapes, and of their cgroups' CPU seconds."""
+    total = Snapshot(container_cpu_seconds=sum(container_cpu_seconds))
     for text in texts:
         total.add(text)
     return total
@@ -125,7 +131,11 @@ def _ms(seconds: float | None) -> float | None:
 
 def difference(before: Snapshot, after: Snapshot) -> dict[str, Any]:
     """What happened between two snapshots: per route (with any request), the requests and Django's
-    time for them; the CPU seconds; frames; fan-out deliveries. Raises ``CounterResetError``."""
+    time for them; the CPU seconds; frames; fan-out deliveries (only the containers' CPU when no
+    /metrics were read). Raises ``CounterResetError``."""
+    container_cpu = _increase(after.container_cpu_seconds, before.container_cpu_seconds, "containers' CPU")
+    if not after.scraped:
+        return {"container_cpu_seconds": round(container_cpu, 3)}
     routes: dict[str, dict[str, float | None]] = {}
     for route, count in after.requests.items():
         requests = _increase(count, before.requests.get(route, 0.0), f"requests of {route!r}")
@@ -144,6 +154,7 @@ def difference(before: Snapshot, after: Snapshot) -> dict[str, Any]:
     figures: dict[str, Any] = {
         "routes": routes,
         "cpu_seconds": round(_increase(after.cpu_seconds, before.cpu_seconds, "CPU seconds"), 3),
+        "container_cpu_seconds": round(container_cpu, 3),
         "frames_received": _increase(after.frames_received, before.frames_received, "frames received"),
         "frames_sent": _increase(after.frames_sent, before.frames_sent, "frames sent"),
     }
@@ -157,9 +168,10 @@ def difference(before: Snapshot, after: Snapshot) -> dict[str, Any]:
     return figures
 
 
-def cpu_ms_per_request(server: Mapping[str, Any], requests: float) -> float | None:
-    """The server's CPU milliseconds per request the client completed (None without either)."""
-    cpu = server.get("cpu_seconds")
+def cpu_ms_per_request(server: Mapping[str, Any], requests: float, key: str = "cpu_seconds") -> float | None:
+    """CPU milliseconds per request the client completed (None without either): the server's
+    processes' (``cpu_seconds``), or the app containers' (``container_cpu_seconds``)."""
+    cpu = server.get(key)
     if cpu is None or requests <= 0:
         return None
     return cpu * 1000 / requests

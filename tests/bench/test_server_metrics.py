@@ -74,6 +74,14 @@ def test_the_difference_is_the_run_alone_summed_over_containers():
     assert 2.5 < figures["fanout"]["p99_ms"] <= 5.0
 
 
+def test_without_the_exporter_only_the_containers_cpu_is_measured():
+    # METRICS=0: no /metrics to read, the cgroups' CPU account still is.
+    figures = difference(snapshot([], [10.0, 4.0]), snapshot([], [12.0, 4.5]))
+    assert figures == {"container_cpu_seconds": 2.5}
+    assert server_metrics.cpu_ms_per_request(figures, 1000) is None
+    assert server_metrics.cpu_ms_per_request(figures, 1000, "container_cpu_seconds") == pytest.approx(2.5)
+
+
 def test_a_container_restarted_during_the_run_is_no_figure():
     before = snapshot([scrape(100, [0.002] * 100, cpu=5.0)])
     after = snapshot([scrape(3, [0.002] * 3, cpu=0.2)])
@@ -95,6 +103,7 @@ def results_with_server_figures() -> Results:
         server = {
             "routes": {"ping": {"requests": 1000, "mean_ms": 1.1, "p50_ms": 0.9, "p99_ms": p99}},
             "cpu_seconds": cpu,
+            "container_cpu_seconds": cpu + 0.5,
         }
         row = {"requests": 1000, "failures": 0, "rps": 500, "p50_ms": 3, "p95_ms": 8, "p99_ms": 12}
         m.add(Run(tool="locust", rows={"GET " + ping: row}, server=server))
@@ -136,8 +145,24 @@ def test_the_report_sets_django_s_time_beside_the_client_s():
             "12",
             "4.50 (4 to 5)",
             "1.10 (1.00 to 1.20)",
+            "1.60 (1.50 to 1.70)",
         ]
     ]
+
+
+def test_profiles_side_by_side_compare_their_cpu_per_request():
+    # The cost of a profile (METRICS=0 against METRICS=1) as CPU per request, beside req/s.
+    results = results_with_server_figures()
+    results.settings["profiles"] = [{"name": "default", "env": {}}, {"name": "nometrics", "env": {}}]
+    ping = names.HTTP_ENDPOINTS["ping"]
+    m = results.measurement("uvicorn", "nometrics", "http", ping, "locust", "GET " + ping)
+    for cpu in (1.1, 1.3):
+        row = {"requests": 1000, "failures": 0, "rps": 550, "p50_ms": 3, "p95_ms": 8, "p99_ms": 12}
+        m.add(Run(tool="locust", rows={"GET " + ping: row}, server={"container_cpu_seconds": cpu}))
+    [table] = report.profile_tables(report.Index(analyse(results), results))
+    rows = {row[1]: row[2:] for row in table.rows}
+    assert rows["/api/ping req/s (locust)"] == ["500", "550", "1.10x"]
+    assert rows["/api/ping container CPU ms per request (locust)"] == ["1.60", "1.20", "0.75x"]
 
 
 def test_no_section_without_server_figures():
