@@ -133,7 +133,9 @@ class Sampler:
 
 
 def read_samples(path: Path) -> list[dict[str, Any]]:
-    """The samples of a ``samples.jsonl`` (a line cut short by an interruption is skipped)."""
+    """The samples of a ``samples.jsonl`` (none before the first; a line cut short is skipped)."""
+    if not path.exists():
+        return []
     samples = []
     for line in path.read_text().splitlines():
         try:
