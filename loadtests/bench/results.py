@@ -127,6 +127,7 @@ class Results:
     measurements: list[Measurement] = field(default_factory=list)
     errors: list[BenchError] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what went wrong and was recovered from
+    soaks: list[dict[str, Any]] = field(default_factory=list)  # one soak.json per variant (loadtests/soak)
 
     def measurement(
         self, target: str, profile: str, scenario: str, case: str, tool: str, row: str, kind: str = "variant"
@@ -150,6 +151,7 @@ class Results:
             for s in self.stacks
             if not belongs(s.get("kind", ""), s.get("target", ""), s.get("profile") or "")
         ]
+        self.soaks = [s for s in self.soaks if not belongs("variant", s["target"], s.get("profile") or "")]
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -157,6 +159,8 @@ class Results:
         data["errors"] = [e.to_json() for e in self.errors]
         if not self.finished_at:
             del data["finished_at"]
+        if not self.soaks:  # a bench without the soak writes the file it always wrote
+            del data["soaks"]
         return data
 
     @classmethod

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loadtests.bench import machine, procs, report, tools
+from loadtests.bench import machine, procs, report, soak_stage, tools
 from loadtests.bench.analysis import ASGI_HELLO, NGINX_FIXED, NGINX_STATIC
 from loadtests.bench.config import BenchConfig, Profile, locust_mode, locust_workers
 from loadtests.bench.progress import Progress
@@ -274,6 +274,21 @@ class Bench:
                 )
             )
             stage.steps += self.steps_of(stage, self.chat.rounds(target))
+        if c.runs("soak"):  # only when named: half an hour per variant (loadtests/bench/soak_stage.py)
+            stage.steps.append(
+                Step(
+                    f"scale to {c.soak.replicas} replicas",
+                    PLAN_SCALE,
+                    lambda: self.scale(stage, c.soak.replicas),
+                )
+            )
+            stage.steps.append(
+                Step(
+                    f"soak {c.soak.minutes:g} min",
+                    soak_stage.planned(c),
+                    lambda: soak_stage.run_soak(self, stage),
+                )
+            )
         stage.teardown = Step("down", PLAN_DOWN, self.down)
         return stage
 
