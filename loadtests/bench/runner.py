@@ -544,7 +544,7 @@ class Bench:
         self.results.forget(belongs)
 
     def render(self) -> None:
-        if not any(m.runs for m in self.results.measurements):
+        if not any(m.runs for m in self.results.measurements) and not self.results.soaks:
             print("bench: nothing was measured; no report", file=sys.stderr)
             return
         written = report.render(self.out)

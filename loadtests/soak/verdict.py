@@ -85,7 +85,7 @@ RESOURCES: tuple[Resource, ...] = (
     ),
     Resource(
         "nginx_upstream_connections", "Nginx upstream connections", "", "baseline", absolute=0,
-        why="none: Nginx keeps no idle upstream connections (no keepalive to the app)",
+        why="none: an idle upstream connection closes after 1 s (keepalive_timeout, nginx/upstreams.conf.template)",
     ),
 )  # fmt: skip
 BY_KEY = {resource.key: resource for resource in RESOURCES}
