@@ -22,7 +22,7 @@ GROWTH = (
     f"{verdict.MAX_RSS_GROWTH * 100:g} % above the median of the first {{window}} after the warm-up "
     "({warmup}, not judged). Every other judged resource passes when, after the churn and a settle "
     "time, its median is back at the baseline (the median before the churn) within the tolerance of "
-    "the table below."
+    "the table below; threads, at most at their peak before the end of the warm-up."
 )
 
 
@@ -38,6 +38,8 @@ def tolerance_table() -> Table:
         elif r.rule == "baseline":
             parts = [f"{r.absolute:g}"] + ([f"{r.relative * 100:g} % of the baseline"] if r.relative else [])
             allowed = "baseline + " + (" or ".join(parts) + (", the larger" if r.relative else ""))
+        elif r.rule == "bounded":
+            allowed = "its peak before the end of the warm-up"
         else:
             allowed = "not judged"
         rows.append([r.label, allowed, r.why or "-"])

@@ -33,6 +33,9 @@ def table(result: Mapping[str, Any]) -> str:
         if found["rule"] == "growth":
             rule = "growth ≤ 5 % after the warm-up"
             compared = f"{_value(found['baseline'], unit)} → {_value(found['end'], unit)}"
+        elif found["rule"] == "bounded":
+            rule = "back under its peak before the warm-up's end"
+            compared = f"{_value(found['baseline'], unit)} peak, {_value(found['end'], unit)} after"
         elif found["rule"] == "baseline":
             rule = "back to the baseline"
             compared = f"{_value(found['baseline'], unit)} before, {_value(found['end'], unit)} after"

@@ -1,6 +1,6 @@
 """The soak's verdict per resource, from the samples alone (pure functions).
 
-Two rules:
+Three rules:
 
 - **growth** (resident memory of the app containers): after the warm-up, memory may grow by at most
   ``MAX_RSS_GROWTH`` (5 %) while the churn goes on. Measured as the median of the samples in the
@@ -12,6 +12,9 @@ Two rules:
   churn has stopped and the stack has had ``settle`` seconds, the median of the samples taken after
   that is at most the baseline (the median before the churn) plus a tolerance: the larger of an
   absolute allowance and a share of the baseline, stated per resource below with the reason.
+- **bounded** (threads): a pool that starts threads on demand up to a bound and keeps them (a
+  worker's executor for sync code) may end above the baseline, but not above its peak before the
+  end of the warm-up: once the pools are full, a count that still climbs is a leak.
 
 Resources marked **shown** are charted and tabled but not judged, with the reason.
 """
@@ -35,7 +38,7 @@ class Resource:
     key: str  # in a sample's totals
     label: str
     unit: str  # "MiB" (shown from bytes) or "" (a count)
-    rule: str  # "growth", "baseline" or "shown"
+    rule: str  # "growth", "baseline", "bounded" or "shown"
     absolute: float = 0.0  # baseline rule: allowance above the baseline, in the resource's own count
     relative: float = 0.0  # baseline rule: allowance as a share of the baseline
     why: str = ""  # what the tolerance allows for, or why the resource is only shown
@@ -52,8 +55,9 @@ RESOURCES: tuple[Resource, ...] = (
         why="a background task of the app (a membership renewal) running at the sampling instant",
     ),
     Resource(
-        "threads", "Threads, app containers", "", "baseline", absolute=0, relative=0.0,
-        why="none: a thread pool that grew under load is bounded, but must not keep growing",
+        "threads", "Threads, app containers", "", "bounded",
+        why="executors start threads on demand up to their bound and keep them: judged against the peak "
+        "before the end of the warm-up, not the baseline",
     ),
     Resource(
         "db_pool_in_use", "Database connections in use (pools)", "", "baseline", absolute=0,
@@ -85,7 +89,7 @@ RESOURCES: tuple[Resource, ...] = (
     ),
     Resource(
         "nginx_upstream_connections", "Nginx upstream connections", "", "baseline", absolute=0,
-        why="none: an idle upstream connection closes after 1 s (keepalive_timeout, nginx/upstreams.conf.template)",
+        why="none: an idle upstream connection closes after 1 s (nginx/upstreams.conf.template)",
     ),
 )  # fmt: skip
 BY_KEY = {resource.key: resource for resource in RESOURCES}
@@ -171,11 +175,29 @@ def judge_baseline(samples: Sequence[dict[str, Any]], resource: Resource) -> Ver
     )  # fmt: skip
 
 
+def judge_bounded(samples: Sequence[dict[str, Any]], resource: Resource, timeline: Timeline) -> Verdict:
+    early = values(samples, resource.key, end=timeline.churn_started + timeline.warmup)
+    peak = max(early) if early else None
+    after = median(values(samples, resource.key, phase="after"))
+    if peak is None or after is None:
+        missing = "before the end of the warm-up" if peak is None else "after it settled"
+        return Verdict(
+            resource.key, resource.rule, None, peak, after, None, f"not judged: no sample {missing}"
+        )
+    allowed = peak + resource.absolute
+    return Verdict(
+        resource.key, resource.rule, after <= allowed, peak, after, allowed,
+        f"{after:g} after the churn against a peak of {peak:g} before the end of its warm-up",
+    )  # fmt: skip
+
+
 def judge(samples: Sequence[dict[str, Any]], timeline: Timeline) -> list[Verdict]:
     verdicts = []
     for resource in RESOURCES:
         if resource.rule == "growth":
             verdicts.append(judge_growth(samples, resource, timeline))
+        elif resource.rule == "bounded":
+            verdicts.append(judge_bounded(samples, resource, timeline))
         elif resource.rule == "baseline":
             verdicts.append(judge_baseline(samples, resource))
         else:
@@ -196,5 +218,5 @@ def overall(verdicts: Sequence[Verdict]) -> bool | None:
 
 
 def returned_to_baseline(verdicts: Sequence[Verdict]) -> list[Verdict]:
-    """The baseline-rule verdicts that failed (what the short soak in CI asserts is empty)."""
-    return [v for v in verdicts if v.rule == "baseline" and v.passed is False]
+    """The baseline and bounded verdicts that failed (what the short soak in CI asserts is empty)."""
+    return [v for v in verdicts if v.rule in ("baseline", "bounded") and v.passed is False]

@@ -191,7 +191,7 @@ def test_the_soak_runs_only_when_named_for_soak_minutes():
     assert named.soak.minutes == 10 and named.soak.replicas == 2
     assert load(BENCH_SCENARIOS="soak").soak.minutes == 30
     assert load(BENCH_SCENARIOS="soak", BENCH_QUICK="1").soak.minutes == 1
-    with pytest.raises(ConfigError, match="soak.minutes"):
+    with pytest.raises(ConfigError, match=r"soak\.minutes"):
         load(SOAK_MINUTES="0")
-    with pytest.raises(ConfigError, match="soak.minutes"):
+    with pytest.raises(ConfigError, match=r"soak\.minutes"):
         load(SOAK_MINUTES="half an hour")

@@ -1,7 +1,7 @@
 """A one-minute soak on the real stack (uvicorn, two replicas): every resource back to its baseline.
 
 Asserts the mechanics only: every phase sampled, sessions that left in each of the three ways, and
-after the churn every resource of the baseline rule back within its tolerance. Never a speed, and
+after the churn every resource of the baseline and bounded rules back within its tolerance. Never a speed, and
 not the memory growth: a minute says nothing about it (the bench's 30-minute soak does).
 """
 
@@ -60,6 +60,7 @@ def test_a_short_soak_returns_every_resource_to_its_baseline(stack, tmp_path):
         assert rows.get(path, 0) > 0, f"{path} was never requested: {rows}"
 
     verdicts = [verdict.Verdict(**v) for v in result["verdicts"]]
-    judged = {v.resource for v in verdicts if v.rule == "baseline" and v.passed is not None}
-    assert judged == {r.key for r in verdict.RESOURCES if r.rule == "baseline"}, "a resource went unjudged"
+    rules = ("baseline", "bounded")
+    judged = {v.resource for v in verdicts if v.rule in rules and v.passed is not None}
+    assert judged == {r.key for r in verdict.RESOURCES if r.rule in rules}, "a resource went unjudged"
     assert verdict.returned_to_baseline(verdicts) == [], (tmp_path / "soak.json").read_text()

@@ -411,3 +411,17 @@ def test_a_complete_soak_writes_verdicts_and_charts(tmp_path):
     assert judged["fds"] is True and judged["group_memberships"] is True  # the fake never changes
     assert (tmp_path / "charts" / "soak-rss_bytes.png").stat().st_size > 0
     assert len(result["charts"]) == len(verdict.RESOURCES)
+
+
+def test_threads_may_stay_at_the_peak_the_pools_reached_early_but_not_climb_after():
+    threads = verdict.BY_KEY["threads"]
+
+    def run_with(after: float) -> verdict.Verdict:
+        found = [sample(0, "prime", threads=60), sample(10, "baseline", threads=50)]
+        found += [sample(t, "churn", threads=64 if t <= 80 else 70) for t in range(20, 201, 20)]
+        found += [sample(220, "after", threads=after)]
+        return verdict.judge_bounded(found, threads, TIMELINE)
+
+    kept = run_with(64)  # above the baseline (50), at the peak of the warm-up (64): pools full
+    assert (kept.passed, kept.baseline, kept.end) == (True, 64, 64)
+    assert run_with(65).passed is False  # still climbing once the pools were full
