@@ -39,7 +39,7 @@ def tolerance_table() -> Table:
             parts = [f"{r.absolute:g}"] + ([f"{r.relative * 100:g} % of the baseline"] if r.relative else [])
             allowed = "baseline + " + (" or ".join(parts) + (", the larger" if r.relative else ""))
         elif r.rule == "bounded":
-            allowed = "its peak before the end of the warm-up"
+            allowed = f"its peak before the end of the warm-up + {r.absolute:g}"
         else:
             allowed = "not judged"
         rows.append([r.label, allowed, r.why or "-"])

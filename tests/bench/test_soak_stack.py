@@ -18,7 +18,7 @@ from stackctl import free_port
 from stackctl.testing import require_docker
 
 PROJECT = "rtd-soak-ci"  # its own project: never the bench's, a user's, or another suite's
-PLAN = run.SoakPlan(churn=60, prime=10, quiet=5, baseline=10, settle=15, after=10, interval=5, users=30)
+PLAN = run.SoakPlan(churn=60, prime=10, quiet=5, baseline=10, settle=10, after=15, interval=5, users=30)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
