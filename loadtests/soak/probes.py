@@ -3,7 +3,8 @@
 Every figure comes from the stack itself, never from the load generator's guesses:
 
 - an app container (``APP_PROBE``, run by its own Python): each process's resident memory,
-  threads and open file descriptors from /proc, and the container's /metrics (the exporter of
+  threads and open file descriptors from /proc (with how many of them are TCP connections to Redis
+  or PostgreSQL: the pools'), and the container's /metrics (the exporter of
   core/metrics_exporter.py: the asyncio tasks, database pool and open WebSocket gauges its
   processes write);
 - Redis (``REDIS_COMMAND``): ``INFO memory``, and one Lua script that counts the keys, the channel
@@ -24,9 +25,22 @@ from typing import Any
 
 LAYER_PREFIX = "asgi"  # channels-redis' default key prefix; the app keeps it
 
+# TCP ports of the stack's backends: a socket connected to one is a pooled connection (core/settings).
+BACKEND_PORTS = (6379, 5432)  # Redis, PostgreSQL
+
 APP_PROBE = r"""
 import json, os, socket, urllib.request
 me, processes, error = os.getpid(), [], None
+backend = set()  # inodes of the container's sockets connected to Redis or PostgreSQL
+for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    try:
+        with open(table) as rows:
+            for row in list(rows)[1:]:
+                fields = row.split()
+                if int(fields[2].rsplit(":", 1)[1], 16) in BACKEND_PORTS:
+                    backend.add(fields[9])
+    except OSError:
+        pass
 for pid in os.listdir("/proc"):
     if not pid.isdigit() or int(pid) == me:
         continue
@@ -35,13 +49,20 @@ for pid in os.listdir("/proc"):
             fields = dict(line.split(":", 1) for line in status if ":" in line)
         with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
             command = cmdline.read().replace(b"\0", b" ").decode(errors="replace").strip()
-        fds = len(os.listdir(f"/proc/{pid}/fd"))
+        fds = backends = 0
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            fds += 1
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            backends += target.startswith("socket:[") and target[8:-1] in backend
     except OSError:
         continue  # ended meanwhile
     processes.append({
         "pid": int(pid), "ppid": int(fields["PPid"]), "name": fields["Name"].strip(),
         "command": command[:160], "rss_kib": int((fields.get("VmRSS") or "0 kB").split()[0]),
-        "threads": int(fields["Threads"]), "fds": fds,
+        "threads": int(fields["Threads"]), "fds": fds, "backend_connections": backends,
     })
 url = f"http://{socket.gethostname()}:{os.environ.get('METRICS_PORT') or 9100}/metrics"
 try:
@@ -49,7 +70,7 @@ try:
 except OSError as exc:
     metrics, error = "", f"{url}: {exc}"
 print(json.dumps({"processes": processes, "metrics": metrics, "error": error}))
-"""
+""".replace("BACKEND_PORTS", repr(BACKEND_PORTS))
 
 # KEYS[] is empty; ARGV[1] is the layer's prefix. Returns {keys, layer keys, groups, members}.
 REDIS_SCRIPT = """
@@ -124,6 +145,7 @@ def parse_app(output: str) -> dict[str, Any]:
                 "rss_bytes": int(p["rss_kib"]) * 1024,
                 "threads": int(p["threads"]),
                 "fds": int(p["fds"]),
+                "backend_connections": int(p.get("backend_connections", 0)),
             }
             for p in report["processes"]
         ]
@@ -133,6 +155,7 @@ def parse_app(output: str) -> dict[str, Any]:
         "rss_bytes": sum(p["rss_bytes"] for p in processes),
         "threads": sum(p["threads"] for p in processes),
         "fds": sum(p["fds"] for p in processes),
+        "backend_connections": sum(p["backend_connections"] for p in processes),
         "processes": processes,
     }
     if report.get("error"):
@@ -202,6 +225,7 @@ def parse_nginx(output: str) -> dict[str, int]:
 APP_TOTALS = (
     "rss_bytes",
     "fds",
+    "backend_connections",
     "threads",
     "asyncio_tasks",
     "db_pool_connections",
@@ -212,4 +236,6 @@ APP_TOTALS = (
 
 def totals(apps: Mapping[str, Mapping[str, Any]], redis: Mapping[str, int], nginx: Mapping[str, int]) -> dict:
     summed: dict[str, float] = {key: sum(float(app[key]) for app in apps.values()) for key in APP_TOTALS}
+    # What the connections of clients and the app's own files hold, without the pools' connections.
+    summed["fds_without_pools"] = summed["fds"] - summed["backend_connections"]
     return {**summed, **redis, **nginx}

@@ -28,7 +28,7 @@ realtime_django_websocket_connections{route="echo"} 2.0
 def app_output(metrics=METRICS, error=None, rss_kib=(1000, 2000)):
     processes = [
         {"pid": 7 + i, "ppid": 1, "name": "python", "command": "python run.py", "rss_kib": rss,
-         "threads": 2, "fds": 10}
+         "threads": 2, "fds": 10, "backend_connections": 3}
         for i, rss in enumerate(rss_kib)
     ]  # fmt: skip
     return "some warning on stderr would not be here\n" + json.dumps(
@@ -42,7 +42,7 @@ def app_output(metrics=METRICS, error=None, rss_kib=(1000, 2000)):
 def test_app_probe_sums_the_processes_and_reads_the_gauges():
     found = probes.parse_app(app_output())
     assert found["rss_bytes"] == 3000 * 1024
-    assert (found["threads"], found["fds"]) == (4, 20)
+    assert (found["threads"], found["fds"], found["backend_connections"]) == (4, 20, 6)
     assert found["asyncio_tasks"] == 3
     assert (found["db_pool_connections"], found["db_pool_in_use"]) == (4, 1)
     assert found["websocket_connections"] == 7  # summed over its routes
@@ -158,6 +158,7 @@ def test_a_sample_reads_every_container_and_sums_the_apps(tmp_path):
     assert sample["totals"]["websocket_connections"] == 14
     assert sample["totals"]["group_memberships"] == 17
     assert sample["totals"]["nginx_connections"] == 2
+    assert sample["totals"]["fds_without_pools"] == 2 * (20 - 6)
 
 
 def test_a_failed_probe_is_noted_and_the_sample_has_no_totals(tmp_path):
@@ -242,10 +243,11 @@ def baseline_samples(before: list[float], after: list[float], key: str = "fds") 
 
 
 def test_a_resource_must_return_to_its_baseline_within_its_tolerance():
-    fds = verdict.BY_KEY["fds"]  # the larger of 8 and 5 % of the baseline
-    assert verdict.judge_baseline(baseline_samples([200, 200, 201], [209, 210, 208]), fds).passed is True
-    failed = verdict.judge_baseline(baseline_samples([200, 200, 201], [211, 211, 212]), fds)
-    assert (failed.passed, failed.baseline, failed.end, failed.allowed) == (False, 200, 211, 210)
+    fds = verdict.BY_KEY["fds_without_pools"]  # the larger of 4 and 2 % of the baseline
+    before = [300, 300, 301]
+    assert verdict.judge_baseline(baseline_samples(before, [305, 306, 305], fds.key), fds).passed is True
+    failed = verdict.judge_baseline(baseline_samples(before, [307, 307, 308], fds.key), fds)
+    assert (failed.passed, failed.baseline, failed.end, failed.allowed) == (False, 300, 307, 306)
 
 
 def test_no_tolerance_means_back_exactly_and_a_drop_is_fine():
@@ -261,8 +263,8 @@ def test_no_tolerance_means_back_exactly_and_a_drop_is_fine():
 
 
 def test_without_samples_after_the_churn_nothing_is_judged():
-    samples = [s for s in baseline_samples([1], [1]) if s["phase"] != "after"]
-    found = verdict.judge_baseline(samples, verdict.BY_KEY["fds"])
+    samples = [s for s in baseline_samples([1], [1], "fds_without_pools") if s["phase"] != "after"]
+    found = verdict.judge_baseline(samples, verdict.BY_KEY["fds_without_pools"])
     assert found.passed is None and "after it settled" in found.detail
 
 
@@ -408,7 +410,9 @@ def test_a_complete_soak_writes_verdicts_and_charts(tmp_path):
     assert phases == sorted(phases, key=verdict.PHASES.index)  # in the order of the plan
     assert {"baseline", "churn", "after"} <= set(phases)
     judged = {v["resource"]: v["passed"] for v in result["verdicts"]}
-    assert judged["fds"] is True and judged["group_memberships"] is True  # the fake never changes
+    assert (
+        judged["fds_without_pools"] is True and judged["group_memberships"] is True
+    )  # the fake never changes
     assert (tmp_path / "charts" / "soak-rss_bytes.png").stat().st_size > 0
     assert len(result["charts"]) == len(verdict.RESOURCES)
 
