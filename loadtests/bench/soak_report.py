@@ -22,7 +22,8 @@ GROWTH = (
     f"{verdict.MAX_RSS_GROWTH * 100:g} % above the median of the first {{window}} after the warm-up "
     "({warmup}, not judged). Every other judged resource passes when, after the churn and a settle "
     "time, its median is back at the baseline (the median before the churn) within the tolerance of "
-    "the table below; threads, at most at their peak before the end of the warm-up."
+    "the table below; threads and the pools' connections, when they are at most at their peak before the "
+    "end of the warm-up, within theirs."
 )
 
 
@@ -39,7 +40,8 @@ def tolerance_table() -> Table:
             parts = [f"{r.absolute:g}"] + ([f"{r.relative * 100:g} % of the baseline"] if r.relative else [])
             allowed = "baseline + " + (" or ".join(parts) + (", the larger" if r.relative else ""))
         elif r.rule == "bounded":
-            allowed = f"its peak before the end of the warm-up + {r.absolute:g}"
+            parts = [f"{r.absolute:g}"] + ([f"{r.relative * 100:g} %"] if r.relative else [])
+            allowed = "its peak before the end of the warm-up + " + " or ".join(parts)
         else:
             allowed = "not judged"
         rows.append([r.label, allowed, r.why or "-"])
