@@ -30,7 +30,7 @@ SHADES = {  # phase → (colour, legend label)
     "warmup": ("#fff2cc", "churn, warm-up (not judged)"),
     "churn": ("#e8f0fb", "churn, judged"),
     "settle": ("#f4e1f7", "settle (not judged)"),
-    "after": ("#dff3e0", "after (judged against the baseline)"),
+    "after": ("#dff3e0", "after (judged)"),
 }
 
 
@@ -74,8 +74,9 @@ def _allowed_line(ax: Axes, found: verdict.Verdict | None, resource: Resource, t
         ax.hlines(found.allowed / scale, start, timeline.churn_ended / 60, colors="#c0392b",
                   linestyles="dashed", label="allowed (+5 % on the first judged window)")  # fmt: skip
     else:
+        reference = "peak before the warm-up's end" if resource.rule == "bounded" else "baseline"
         ax.axhline(found.allowed / scale, color="#c0392b", linestyle="dashed",
-                   label="allowed after the churn (baseline + tolerance)")  # fmt: skip
+                   label=f"allowed after the churn ({reference} + tolerance)")  # fmt: skip
 
 
 def _series(samples: Sequence[dict[str, Any]], key: str, scale: float) -> tuple[list[float], list[float]]:
@@ -134,7 +135,7 @@ def draw(samples: Sequence[dict[str, Any]], timeline: Timeline, out: Path, title
         _shade(ax, spans)
         ax.plot(xs, ys, color="#1f4e79", marker=".", label="total" if rss else "sampled")
         _allowed_line(ax, verdicts.get(resource.key), resource, timeline)
-        ax.set_ylabel(f"{resource.label} ({resource.unit})" if resource.unit else resource.label)
+        ax.set_ylabel(resource.unit or "count")  # the resource is named in the title
         found = verdicts.get(resource.key)
         if not rss:  # counts from 0; memory zoomed in, so that 5 % shows
             ax.set_ylim(bottom=0)
