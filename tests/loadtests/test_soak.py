@@ -429,3 +429,34 @@ def test_threads_may_stay_at_the_peak_the_pools_reached_early_but_not_climb_afte
     kept = run_with(66)  # above the baseline (50), at the warm-up's peak (64) + 2: pools full
     assert (kept.passed, kept.baseline, kept.end, kept.allowed) == (True, 64, 66, 66)
     assert run_with(67).passed is False  # still climbing once the pools were full
+
+
+# Run in a process of its own: importing the locustfile imports Locust, which monkey-patches gevent.
+STOPPED_INSIDE_A_CLEAN_LEAVE = """
+import socket, gevent, websocket
+from loadtests.locustfiles.soak import LEAVES
+ours, servers = socket.socketpair()
+ws = websocket.WebSocket()
+ws.sock, ws.connected = ours, True
+went_on = []
+
+def session():
+    LEAVES["clean"](ws)  # waits for the server's close frame, which never comes
+    went_on.append(True)
+
+greenlet = gevent.spawn(session)
+gevent.sleep(0.2)
+greenlet.kill(block=True, timeout=5)  # how Locust stops a user at the end of a run
+print("went on" if went_on else "stopped")
+"""
+
+
+def test_a_user_stopped_inside_a_clean_leave_stops():
+    import subprocess
+    from pathlib import Path
+
+    done = subprocess.run(
+        [sys.executable, "-c", STOPPED_INSIDE_A_CLEAN_LEAVE], capture_output=True, text=True, timeout=60,
+        cwd=Path(__file__).resolve().parents[2], check=False,
+    )  # fmt: skip
+    assert done.stdout.strip() == "stopped", done.stdout + done.stderr[-2000:]
