@@ -1,4 +1,4 @@
-"""Every scenario behind one locustfile, chosen by name: ``SCENARIO=http|echo|chat|capacity``.
+"""Every scenario behind one locustfile, chosen by name: ``SCENARIO=http|echo|chat|capacity|soak``.
 
     SCENARIO=chat locust -f loadtests/locustfile.py --headless -u 50 -r 10 -t 30s
 
@@ -18,6 +18,7 @@ SCENARIOS = {
     "echo": "loadtests.locustfiles.echo",
     "chat": "loadtests.locustfiles.chat",
     "capacity": "loadtests.locustfiles.capacity",
+    "soak": "loadtests.locustfiles.soak",
 }
 
 _name = os.environ.get("SCENARIO", "http").strip().lower()

@@ -127,6 +127,7 @@ class Room:
         self.members: set[Member] = set()
         self.channel: str | None = None
         self.failed = False
+        self.closed = False
         self._opening: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -145,6 +146,12 @@ class Room:
             metrics.layer_failure("join")
             raise
         self.channel = channel
+        if self.closed:
+            # The last socket left while the room was joining, and the cancel close() sent was lost:
+            # on Python 3.11, asyncio.wait_for returns the result of a call that finishes at the moment
+            # it is cancelled. Leave now, rather than read and renew for no socket until the process ends.
+            await self._leave()
+            return
         self._tasks = [
             asyncio.ensure_future(self._read()),
             asyncio.ensure_future(self._renew(membership_renewal_interval(layer))),
@@ -190,6 +197,7 @@ class Room:
 
     async def close(self) -> None:
         """Stop reading and renewing, and leave the group (the last socket of the room has left)."""
+        self.closed = True
         if self._opening is not None and not self._opening.done():
             self._opening.cancel()
         # Not waited for: a Redis read can take a while to give up its connection, and the socket
@@ -198,7 +206,11 @@ class Room:
             if not task.done():
                 cancel_until_done(task)
         if self.failed or self.channel is None:
-            return  # nothing to leave; a lost membership expires in the layer on its own
+            return  # nothing to leave (yet: see _open); a lost membership expires in the layer on its own
+        await self._leave()
+
+    async def _leave(self) -> None:
+        assert self.channel is not None
         try:
             await self.hub.bounded(self.hub.layer.group_discard(self.group, self.channel))
         except Exception as exc:

@@ -29,7 +29,7 @@ from core.asgi_middleware import (  # noqa: E402
     RefusedHandshakeMiddleware,
     WebsocketProxyMiddleware,
 )
-from core.metrics import start_pool_sampler  # noqa: E402
+from core.metrics import start_pool_sampler, watch_event_loop  # noqa: E402
 
 # Each worker imports this module: its database pool's figures go to the metrics (core/metrics.py).
 start_pool_sampler()
@@ -37,17 +37,20 @@ start_pool_sampler()
 # Inside: Channels' canonical stack. Around it (core/asgi_middleware.py): the proxy's client address
 # and request id, then the Host and Origin refusals made cheaply (no channel layer per refused
 # handshake), and outermost the guarantee that a refused handshake is answered at once on every server.
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": RefusedHandshakeMiddleware(
-            WebsocketProxyMiddleware(
-                AllowedHostMiddleware(
-                    AllowedOriginMiddleware(
-                        AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+# Around it all, the note of the event loop whose tasks the metrics count (core/metrics.py).
+application = watch_event_loop(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": RefusedHandshakeMiddleware(
+                WebsocketProxyMiddleware(
+                    AllowedHostMiddleware(
+                        AllowedOriginMiddleware(
+                            AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+                        )
                     )
                 )
-            )
-        ),
-    }
+            ),
+        }
+    )
 )

@@ -22,6 +22,7 @@ from core import metrics
 
 # 1012, service restart: the server is stopping (a restart, a deploy), the client reconnects now.
 SERVICE_RESTART = 1012
+ABNORMAL_CLOSURE = 1006  # no close frame: the connection was lost (RFC 6455, 7.1.5)
 
 # The channel layer alias of these consumers: it names no layer in CHANNEL_LAYERS, so Channels gives
 # them none and opens no channel per socket. A consumer that talks to others reads what it needs
@@ -104,6 +105,7 @@ class PortableConsumer(AsyncWebsocketConsumer):
     metrics_route = "other"  # the route's name in the metrics (core/metrics.py)
     _close_sent = False  # this side closed the socket already (the server completes the handshake)
     _open = False  # accepted, and counted among the open connections until it ends
+    _disconnected = False  # disconnect() has run (or is running)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -119,6 +121,9 @@ class PortableConsumer(AsyncWebsocketConsumer):
             await super().__call__(scope, self._client_receive, send)
         except asyncio.CancelledError:
             await self._stopped_by_server(receive)
+        except Exception:
+            await self._ended_by_failure()
+            raise
         finally:
             # However it ended (disconnect, a server's cancellation, a failure): no longer open.
             if self._open:
@@ -149,6 +154,19 @@ class PortableConsumer(AsyncWebsocketConsumer):
             async with asyncio.timeout(CLOSE_HANDSHAKE_TIMEOUT):
                 while (await receive())["type"] != "websocket.disconnect":
                     pass
+
+    async def _ended_by_failure(self) -> None:
+        """A handler raised: let go of what the consumer holds, as a disconnect would.
+
+        Nothing else would: no websocket.disconnect follows. The usual cause is a client that left
+        while a handler was sending to it: Uvicorn's send then raises ClientDisconnected (an
+        OSError), and a chat socket that went away between its join and its history would keep its
+        room, its layer membership and the room's reader and renewal tasks for the process's life.
+        """
+        self._stop_background()
+        if not self._disconnected:
+            with contextlib.suppress(Exception):
+                await self.disconnect(ABNORMAL_CLOSURE)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' ``AsyncConsumer.dispatch`` without its database clean-up before every event.
@@ -211,6 +229,7 @@ class PortableConsumer(AsyncWebsocketConsumer):
         if self._open and not self._close_sent:  # the peer closed first (or the connection was lost)
             metrics.ws_closed(self.metrics_route, message.get("code"), "peer")
         self._stop_background()
+        self._disconnected = True  # Channels' handler runs disconnect() next
         await super().websocket_disconnect(message)
 
     async def _beat(self, interval: float) -> None:

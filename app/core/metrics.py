@@ -17,11 +17,13 @@ and close codes; no room name, no client address.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import threading
 import time
-from collections.abc import Mapping
+import weakref
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -139,6 +141,13 @@ DB_POOL_AVAILABLE = Gauge(
 DB_POOL_WAITING = Gauge(
     "db_pool_waiting_requests",
     "Requests waiting for a connection from the database pools",
+    namespace=NAMESPACE,
+    multiprocess_mode="livesum",
+)
+ASYNCIO_TASKS = Gauge(
+    "asyncio_tasks",
+    "asyncio tasks not yet done on the event loops the app runs on, sampled every few seconds in each "
+    "server process (a count that only grows under steady load is a leak)",
     namespace=NAMESPACE,
     multiprocess_mode="livesum",
 )
@@ -295,6 +304,10 @@ class PoolSampler:
                 self.sample()
             except Exception:  # a reading that fails must not end the sampling
                 logger.exception("database pool statistics could not be read")
+            try:
+                ASYNCIO_TASKS.set(EVENT_LOOPS.pending_tasks())
+            except Exception:
+                logger.exception("asyncio tasks could not be counted")
             time.sleep(interval)
 
 
@@ -314,12 +327,53 @@ def _django_pools() -> list[Any]:
     return pools
 
 
+# --- Event loops ----------------------------------------------------------------------------------
+
+ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+
+
+class EventLoops:
+    """The event loops the app has been called on in this process, and their unfinished tasks.
+
+    No server offers a hook that names its loop, so the app notes the loop each call runs on
+    (``watch_event_loop``); the sampler thread counts their tasks from outside. ``asyncio.all_tasks``
+    copies the task set before reading it, which makes it safe to call from another thread.
+    """
+
+    def __init__(self) -> None:
+        self._loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+        self._last: asyncio.AbstractEventLoop | None = None
+
+    def seen(self, loop: asyncio.AbstractEventLoop) -> None:
+        if loop is not self._last:  # one identity check per call; the set is touched once per loop
+            self._last = loop
+            self._loops.add(loop)
+
+    def pending_tasks(self) -> int:
+        return sum(len(asyncio.all_tasks(loop)) for loop in list(self._loops) if not loop.is_closed())
+
+
+EVENT_LOOPS = EventLoops()
+
+
+def watch_event_loop(app: ASGIApp) -> ASGIApp:
+    """``app``, noting the loop of each call for the ``asyncio_tasks`` gauge."""
+    seen = EVENT_LOOPS.seen
+
+    async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen(asyncio.get_running_loop())
+        await app(scope, receive, send)
+
+    return application
+
+
 _sampler_started = threading.Lock()
 _sampler: threading.Thread | None = None
 
 
 def start_pool_sampler() -> None:
-    """Start this process's pool sampler once (from the ASGI and WSGI entry points, in each worker)."""
+    """Start this process's sampler of the pools and the event loops' tasks once (from the ASGI and
+    WSGI entry points, in each worker)."""
     global _sampler
     with _sampler_started:
         if _sampler is None or not _sampler.is_alive():

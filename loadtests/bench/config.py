@@ -24,7 +24,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Scenario names as BENCH_SCENARIOS takes them, in the order a stage runs them. `wrk` measures the
 # HTTP endpoints again with wrk, whose own ceiling is far above Locust's.
-SCENARIOS = ("http", "wrk", "echo", "capacity", "chat")
+SCENARIOS = ("http", "wrk", "echo", "capacity", "chat", "soak")
+# What runs unless BENCH_SCENARIOS names more: the soak takes half an hour per variant, so it runs
+# only when named (BENCH_SCENARIOS=soak, or with others).
+DEFAULT_SCENARIOS = tuple(name for name in SCENARIOS if name != "soak")
 DEFAULT_PROJECT = "rtd-bench"
 DEFAULT_OUTPUT = ROOT / "results"
 # A result at or above this share of the generator's ceiling is marked as limited by the generator.
@@ -73,9 +76,12 @@ def select_servers(spec: str, known: Sequence[str]) -> tuple[str, ...]:
 
 
 def select_scenarios(spec: str) -> tuple[str, ...]:
-    """``""`` or ``all`` → every scenario; else the named ones, run in the bench's own order."""
+    """``""`` → the default ones (every scenario but the soak); ``all`` → every scenario; else the
+    named ones, run in the bench's own order."""
     wanted = _split_list(spec)
-    if not wanted or wanted == ["all"]:
+    if not wanted:
+        return DEFAULT_SCENARIOS
+    if wanted == ["all"]:
         return SCENARIOS
     unknown = [name for name in wanted if name not in SCENARIOS]
     if unknown:
@@ -175,12 +181,21 @@ class CapacitySettings:
 
 
 @dataclass(frozen=True)
+class SoakSettings:
+    minutes: float = 30.0  # of churn; the first 5 are its warm-up (loadtests/soak/run.py)
+    users: int = 100  # churning users, plus 2 on the HTTP endpoints
+    replicas: int = 2  # rooms span replicas: every broadcast crosses the channel layer
+    interval: float = 5.0  # seconds between two samples of the stack
+
+
+@dataclass(frozen=True)
 class Sections:
     http: HttpSettings = HttpSettings()
     wrk: WrkSettings = WrkSettings()
     echo: EchoSettings = EchoSettings()
     chat: ChatSettings = ChatSettings()
     capacity: CapacitySettings = CapacitySettings()
+    soak: SoakSettings = SoakSettings()
 
 
 FULL = Sections()
@@ -191,6 +206,7 @@ QUICK = Sections(
     echo=EchoSettings(users=8, duration=2.0),
     chat=ChatSettings(users=12, rooms=(1, 3), duration=3.0, settle=0.5),
     capacity=CapacitySettings(sockets=40, spawn_rate=40.0, settle=1.0),
+    soak=SoakSettings(minutes=1.0, users=20),  # only when BENCH_SCENARIOS names it
 )
 
 
@@ -230,6 +246,10 @@ class BenchConfig:
     @property
     def capacity(self) -> CapacitySettings:
         return self.sections.capacity
+
+    @property
+    def soak(self) -> SoakSettings:
+        return self.sections.soak
 
     def runs(self, scenario: str) -> bool:
         return scenario in self.scenarios
@@ -298,6 +318,8 @@ def validate(config: BenchConfig) -> BenchConfig:
         ("chat.users", s.chat.users),
         ("chat.replicas", s.chat.replicas),
         ("capacity.sockets", s.capacity.sockets),
+        ("soak.users", s.soak.users),
+        ("soak.replicas", s.soak.replicas),
     ):
         _at_least(value, 1, name)
     _at_least(s.wrk.threads, 0, "wrk.threads")
@@ -307,6 +329,8 @@ def validate(config: BenchConfig) -> BenchConfig:
         ("echo.duration", s.echo.duration),
         ("chat.duration", s.chat.duration),
         ("capacity.spawn_rate", s.capacity.spawn_rate),
+        ("soak.minutes", s.soak.minutes),
+        ("soak.interval", s.soak.interval),
     ):
         if not value > 0:
             raise ConfigError(f"{name} must be > 0, got {value!r}")
@@ -356,7 +380,10 @@ def parser() -> argparse.ArgumentParser:
         "environment variable named in its help.",
     )
     p.add_argument("--servers", help="variants, space/comma-separated (BENCH_SERVERS; default: all)")
-    p.add_argument("--scenarios", help=f"of {' '.join(SCENARIOS)} (BENCH_SCENARIOS; default: all)")
+    p.add_argument(
+        "--scenarios",
+        help=f"of {' '.join(SCENARIOS)} or all (BENCH_SCENARIOS; default: {' '.join(DEFAULT_SCENARIOS)})",
+    )
     p.add_argument("--profiles", help="NAME:VAR=value,... space-separated (BENCH_PROFILES; default: one)")
     p.add_argument("--repeats", help="measured runs per measurement (BENCH_REPEATS; default 3)")
     p.add_argument("--duration", help="seconds of each http/echo/chat run (BENCH_DURATION)")
@@ -409,6 +436,9 @@ def load(
             echo=dataclasses.replace(sections.echo, duration=seconds),
             chat=dataclasses.replace(sections.chat, duration=seconds),
         )
+    soak_minutes = environ.get("SOAK_MINUTES", "").strip()  # the same variable as make loadtest's
+    if soak_minutes:
+        sections = apply_overrides(sections, [f"soak.minutes={soak_minutes}"])
     sections = apply_overrides(sections, [*environ.get("BENCH_SET", "").split(), *args.set])
     cores = os.cpu_count() or 1
     warmup = pick(args.warmup, "BENCH_WARMUP")

@@ -22,9 +22,10 @@ from pathlib import Path
 from loadtests.bench.config import DEFAULT_OUTPUT, ConfigError, locust_workers, parse_seconds
 from loadtests.bench.locust_csv import LOCUSTFILES, LocustRun, spawn_rate
 from loadtests.bench.stack import LOAD_TEST_LIMITS, Stack, StackError, memory_pattern
+from loadtests.soak import cli as soak_cli
 from stackctl import inherited_environment, variants
 
-DEFAULT_USERS = {"http": 50, "echo": 100, "chat": 200, "capacity": 1000}
+DEFAULT_USERS = {"http": 50, "echo": 100, "chat": 200, "capacity": 1000, "soak": soak_cli.run.DEFAULT_USERS}
 DEFAULT_DURATION = "60s"
 DEFAULT_PROJECT = "realtime-django"  # the Makefile's PROJECT: the user's own stack
 
@@ -73,6 +74,8 @@ def build(args: argparse.Namespace, out_dir: Path) -> tuple[Stack, LocustRun]:
     users = _positive_int(args.users, "USERS") if args.users else DEFAULT_USERS[args.scenario]
     seconds = parse_seconds(args.duration, "DURATION")
     replicas = _positive_int(str(args.replicas), "REPLICAS")
+    if args.scenario == "soak":  # rooms span replicas: every broadcast crosses the channel layer
+        replicas = max(replicas, soak_cli.MIN_REPLICAS)
     port = _positive_int(str(args.port), "HTTP_PORT")
     try:
         processes = int(args.processes)
@@ -114,6 +117,7 @@ def main(argv: Sequence[str]) -> int:
     out_dir = Path(args.output) / f"{stamp}-{args.server}-{args.scenario}"
     try:
         stack, run = build(args, out_dir)
+        soak_plan = soak_cli.plan_for(run.users) if args.scenario == "soak" else None
     except ConfigError as exc:
         print(f"loadtest: {exc}", file=sys.stderr)
         return 2
@@ -127,6 +131,8 @@ def main(argv: Sequence[str]) -> int:
     except StackError as exc:
         print(f"loadtest: {exc}", file=sys.stderr)
         return 1
+    if soak_plan is not None:  # the soak runs Locust itself, twice, with the stack sampled meanwhile
+        return soak_cli.soak(stack, soak_plan, out_dir, run.processes, run.options)
     command = run.command(sys.executable)
     (out_dir / "command.txt").write_text(shlex.join(command) + "\n")
     print(f"loadtest: {shlex.join(command)}", flush=True)

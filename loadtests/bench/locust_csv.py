@@ -19,6 +19,7 @@ LOCUSTFILES = {
     "echo": ROOT / "loadtests" / "locustfiles" / "echo.py",
     "chat": ROOT / "loadtests" / "locustfiles" / "chat.py",
     "capacity": ROOT / "loadtests" / "locustfiles" / "capacity.py",
+    "soak": ROOT / "loadtests" / "locustfiles" / "soak.py",
 }
 # Seconds of every run besides -t: start-up (forking workers), stopping, writing the reports.
 STARTUP_ALLOWANCE = 60.0

@@ -680,6 +680,11 @@ def build_context(
     server_side = server_side_section(index)
     if server_side is not None:
         sections.append(server_side)
+    from loadtests.bench.soak_report import soak_section  # imports this module's Section and Table
+
+    soak = soak_section(results)
+    if soak is not None:
+        sections.append(soak)
     server_settings = server_settings_section(index, results)
     if server_settings is not None:
         sections.append(server_settings)

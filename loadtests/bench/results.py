@@ -131,6 +131,7 @@ class Results:
     measurements: list[Measurement] = field(default_factory=list)
     errors: list[BenchError] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what went wrong and was recovered from
+    soaks: list[dict[str, Any]] = field(default_factory=list)  # one soak.json per variant (loadtests/soak)
 
     def measurement(
         self,
@@ -156,6 +157,7 @@ class Results:
         """Drop the measurements and stack records of a failed attempt of ``stage``."""
         self.measurements = [m for m in self.measurements if m.stage != stage]
         self.stacks = [s for s in self.stacks if s.get("stage") != stage]
+        self.soaks = [s for s in self.soaks if s.get("stage") != stage]
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -163,6 +165,8 @@ class Results:
         data["errors"] = [e.to_json() for e in self.errors]
         if not self.finished_at:
             del data["finished_at"]
+        if not self.soaks:  # a bench without the soak writes the file it always wrote
+            del data["soaks"]
         return data
 
     @classmethod

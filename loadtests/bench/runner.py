@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loadtests.bench import machine, procs, report, server_metrics, tools
+from loadtests.bench import machine, procs, report, server_metrics, soak_stage, tools
 from loadtests.bench.analysis import ASGI_HELLO, NGINX_FIXED, NGINX_STATIC
 from loadtests.bench.config import BenchConfig, Profile, locust_mode, locust_workers
 from loadtests.bench.progress import Progress
@@ -376,6 +376,21 @@ class Bench:
                 )
             )
             stage.steps += self.steps_of(stage, self.chat.rounds(target))
+        if c.runs("soak"):  # only when named: half an hour per variant (loadtests/bench/soak_stage.py)
+            stage.steps.append(
+                Step(
+                    f"scale to {c.soak.replicas} replicas",
+                    PLAN_SCALE,
+                    lambda: self.scale(stage, c.soak.replicas),
+                )
+            )
+            stage.steps.append(
+                Step(
+                    f"soak {c.soak.minutes:g} min",
+                    soak_stage.planned(c),
+                    lambda: soak_stage.run_soak(self, stage),
+                )
+            )
         stage.teardown = Step("down", PLAN_DOWN, self.down)
         return stage
 
@@ -644,7 +659,7 @@ class Bench:
         self.results.forget(stage.name)
 
     def render(self) -> None:
-        if not any(m.runs for m in self.results.measurements):
+        if not any(m.runs for m in self.results.measurements) and not self.results.soaks:
             print("bench: nothing was measured; no report", file=sys.stderr)
             return
         written = report.render(self.out)

@@ -40,3 +40,24 @@ def ws_disconnect(path_label: str) -> str:
 def ws_error(path_label: str) -> str:
     """An error frame on a socket whose scenario has no more specific row for it."""
     return f"error frame {path_label}"
+
+
+# The soak scenario: every HTTP endpoint of the stack (rows named by path), and its session rows.
+SOAK_HTTP_PATHS: tuple[str, ...] = (
+    "/",
+    "/healthz",
+    "/readyz",
+    "/api/ping",
+    "/api/ping-sync",
+    "/api/db",
+    "/api/whoami",
+    "/static/chat/chat.css",
+)
+SOAK_LEAVES: tuple[str, ...] = ("clean", "reset", "mid-message")
+SOAK_JOIN = "soak join"  # handshake start → the room's history frame
+SOAK_ACK = "soak ack round trip"  # send → the sender's own copy
+
+
+def soak_leave(how: str) -> str:
+    """A session that ended ``how`` (clean, reset, mid-message); its time is the session's length."""
+    return f"soak leave {how}"

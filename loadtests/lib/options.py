@@ -82,6 +82,24 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
         "capacity: seconds after the last user spawned before memory is measured",
     ),
     ("--capacity-report", "LT_CAPACITY_REPORT", "", "capacity: write the memory report (JSON) to this file"),
+    ("--soak-rooms", "LT_SOAK_ROOMS", 20, "soak: rooms open at any time; users join one at random"),
+    (
+        "--soak-room-lifetime",
+        "LT_SOAK_ROOM_LIFETIME",
+        60.0,
+        "soak: seconds a set of rooms lasts before new ones replace it (rooms come and go)",
+    ),
+    ("--soak-messages", "LT_SOAK_MESSAGES", 3, "soak: messages each session sends"),
+    ("--soak-message-interval", "LT_SOAK_MESSAGE_INTERVAL", 1.0, "soak: seconds between two messages"),
+    ("--soak-idle", "LT_SOAK_IDLE", 5.0, "soak: mean seconds a session idles before it leaves"),
+    (
+        "--soak-leave",
+        "LT_SOAK_LEAVE",
+        "clean:1,reset:1,mid-message:1",
+        "soak: how sessions end, with weights: clean (close handshake), reset (TCP RST), "
+        "mid-message (a half-written frame, then FIN)",
+    ),
+    ("--soak-http-users", "LT_SOAK_HTTP_USERS", 2, "soak: users requesting every HTTP endpoint in turn"),
 ]
 
 

@@ -161,3 +161,68 @@ def echo_interval(options: Any) -> float:
 
 def http_weights(options: Any) -> dict[str, int]:
     return parse_endpoint_weights(_get(options, "http_endpoints", ""))
+
+
+@dataclass(frozen=True)
+class SoakSettings:
+    rooms: int
+    room_lifetime: float
+    messages: int
+    message_interval: float
+    idle: float
+    leaves: dict[str, int]  # how a session ends → weight
+    http_users: int
+
+
+def parse_leave_weights(spec: str | None) -> dict[str, int]:
+    """``"clean:2,reset"`` → ``{"clean": 2, "reset": 1}``; empty → every way, equal weights."""
+    text = (spec or "").strip()
+    if not text:
+        return dict.fromkeys(names.SOAK_LEAVES, 1)
+    weights: dict[str, int] = {}
+    for item in text.split(","):
+        key, _, raw_weight = item.strip().partition(":")
+        if key not in names.SOAK_LEAVES:
+            raise ValueError(f"--soak-leave: unknown way {key!r}; choose from {', '.join(names.SOAK_LEAVES)}")
+        try:
+            weight = int(raw_weight) if raw_weight else 1
+        except ValueError:
+            raise ValueError(f"--soak-leave: weight of {key!r} must be a whole number") from None
+        if weight < 0 or key in weights:
+            raise ValueError(f"--soak-leave: {key!r} is named twice or has a negative weight")
+        weights[key] = weight
+    if not any(weights.values()):
+        raise ValueError("--soak-leave: at least one way needs a weight above 0")
+    return weights
+
+
+def soak_settings(options: Any) -> SoakSettings:
+    rooms = int(_get(options, "soak_rooms", 20))
+    lifetime = float(_get(options, "soak_room_lifetime", 60.0))
+    messages = int(_get(options, "soak_messages", 3))
+    idle = float(_get(options, "soak_idle", 5.0))
+    http_users = int(_get(options, "soak_http_users", 2))
+    if rooms < 1 or messages < 0 or http_users < 1:
+        raise ValueError("--soak-rooms and --soak-http-users must be >= 1, --soak-messages >= 0")
+    if not (lifetime > 0 and math.isfinite(lifetime) and idle >= 0 and math.isfinite(idle)):
+        raise ValueError("--soak-room-lifetime must be > 0 and --soak-idle >= 0 (seconds)")
+    return SoakSettings(
+        rooms=rooms,
+        room_lifetime=lifetime,
+        messages=messages,
+        message_interval=send_interval(
+            _get(options, "soak_message_interval", 1.0), "--soak-message-interval"
+        ),
+        idle=idle,
+        leaves=parse_leave_weights(_get(options, "soak_leave", "")),
+        http_users=http_users,
+    )
+
+
+def soak_room(now: float, lifetime: float, index: int) -> str:
+    """The name of room ``index`` of the set open at ``now`` (seconds since the epoch).
+
+    Each ``lifetime`` seconds a new set of names begins, so rooms come and go: the old rooms empty
+    as their sessions end, and nobody joins them again.
+    """
+    return f"soak-{int(now // lifetime)}-{index}"

@@ -93,7 +93,10 @@ def test_bad_server_selection(spec, message):
 
 def test_scenarios_keep_the_bench_order():
     assert config.select_scenarios("chat http") == ("http", "chat")
-    assert config.select_scenarios("") == config.SCENARIOS
+    assert config.select_scenarios("") == config.DEFAULT_SCENARIOS  # the soak only when named
+    assert "soak" not in config.DEFAULT_SCENARIOS
+    assert config.select_scenarios("all") == config.SCENARIOS
+    assert config.select_scenarios("soak") == ("soak",)
 
 
 def test_unknown_scenario():
@@ -104,7 +107,7 @@ def test_unknown_scenario():
 def test_defaults_and_quick_mode():
     full = load()
     assert full.repeats == 3 and not full.quick and full.ceiling
-    assert full.servers == tuple(SERVERS) and full.scenarios == config.SCENARIOS
+    assert full.servers == tuple(SERVERS) and full.scenarios == config.DEFAULT_SCENARIOS
     assert full.locust_processes == -1 and full.project == "rtd-bench"
     quick = load(BENCH_QUICK="1")
     assert quick.quick and quick.repeats == 3 and quick.locust_processes == 0
@@ -179,3 +182,16 @@ def test_locust_mode(processes, mode):
 def test_locust_mode_one_per_core():
     assert "(one per core)" in config.locust_mode(-1)
     assert config.locust_workers(-1) >= 1
+
+
+def test_the_soak_runs_only_when_named_for_soak_minutes():
+    assert "soak" not in load().scenarios and "soak" not in load(BENCH_QUICK="1").scenarios
+    named = load(BENCH_SCENARIOS="chat soak", SOAK_MINUTES="10")
+    assert named.scenarios == ("chat", "soak")
+    assert named.soak.minutes == 10 and named.soak.replicas == 2
+    assert load(BENCH_SCENARIOS="soak").soak.minutes == 30
+    assert load(BENCH_SCENARIOS="soak", BENCH_QUICK="1").soak.minutes == 1
+    with pytest.raises(ConfigError, match=r"soak\.minutes"):
+        load(SOAK_MINUTES="0")
+    with pytest.raises(ConfigError, match=r"soak\.minutes"):
+        load(SOAK_MINUTES="half an hour")

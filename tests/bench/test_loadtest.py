@@ -63,3 +63,23 @@ def test_bad_argument_exits_2_before_the_stack_is_touched(tmp_path, capsys):
     assert loadtest.main(["--server", "uvicorn", "--scenario", "ftp", "--output", str(tmp_path)]) == 2
     assert "unknown SCENARIO" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_soak_runs_on_two_replicas_for_soak_minutes(tmp_path, monkeypatch):
+    from loadtests.soak import cli
+
+    stack, run = build(tmp_path, "--scenario", "soak")
+    assert stack.replicas == 2  # rooms span replicas even with the default REPLICAS=1
+    assert run.users == 100
+    assert cli.plan_for(run.users, {}).churn == 30 * 60
+    assert cli.plan_for(40, {"SOAK_MINUTES": "1.5"}).churn == 90
+    stack, _ = build(tmp_path, "--scenario", "soak", "--replicas", "3")
+    assert stack.replicas == 3
+
+
+@pytest.mark.parametrize("minutes", ["soon", "0", "-1"])
+def test_a_bad_soak_minutes_exits_2_before_the_stack_is_touched(tmp_path, monkeypatch, capsys, minutes):
+    monkeypatch.setenv("SOAK_MINUTES", minutes)
+    assert loadtest.main(["--server", "uvicorn", "--scenario", "soak", "--output", str(tmp_path)]) == 2
+    assert "SOAK_MINUTES must be" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -209,3 +209,41 @@ def test_unreadable_server_settings_are_said_so(tmp_path):
     ]
     results["stacks"][1].pop("servers")  # results from a bench that did not read them: no section
     assert server_settings(results) is None
+
+
+def soak_record(target: str, passed: bool) -> dict:
+    fds_after = 100 if passed else 140
+    return {
+        "target": target, "profile": "default", "dir": f"runs/{target}-default/soak", "status": "complete",
+        "passed": passed, "samples": 50, "sample_errors": 0,
+        "plan": {"churn": 1800, "users": 100, "warmup": 300, "window": 60},
+        "verdicts": [
+            {"resource": "rss_bytes", "rule": "growth", "passed": True, "baseline": 400 * 2**20,
+             "end": 410 * 2**20, "allowed": 420 * 2**20, "detail": ""},
+            {"resource": "fds", "rule": "baseline", "passed": passed, "baseline": 100, "end": fds_after,
+             "allowed": 108, "detail": ""},
+        ],
+        "charts": ["charts/soak-rss_bytes.png", "charts/soak-fds.png"],
+    }  # fmt: skip
+
+
+def test_the_soak_section_has_a_verdict_per_variant_and_its_charts(tmp_path):
+    results = json.loads(FIXTURE.read_text())
+    results["soaks"] = [soak_record("uvicorn", True), soak_record("daphne", False)]
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    report.render(tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    section = text[text.index("## Soak") :]
+    assert "| uvicorn | pass | 30 min | 100 | 50 | 0 |" in section
+    assert "| daphne | FAIL (fds) | 30 min | 100 | 50 | 0 |" in section
+    assert (
+        "| Open file descriptors, app containers | back to the baseline "
+        "| 100 before, 140 after | 108 | **FAIL** |" in section
+    )
+    assert "400.0 MiB → 410.0 MiB" in section
+    assert "runs/daphne-default/soak/charts/soak-fds.png" in section
+    assert "runs/uvicorn-default/soak/charts/soak-rss_bytes.png" in (tmp_path / "report.html").read_text()
+
+
+def test_no_soak_no_section(rendered):
+    assert "Soak" not in (rendered / "report.md").read_text()

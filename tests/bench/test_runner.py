@@ -143,3 +143,42 @@ def test_every_run_of_a_stage_has_its_own_folder_and_the_static_file_is_measured
         if scenario is bench.capacity:  # memory grown by a first run stays: measured once per stack
             assert len(jobs) == 1 < bench.config.repeats
         assert {job.target.name for job in jobs} == {"uvicorn"}
+
+
+def test_the_soak_is_a_step_of_its_own_when_named_and_its_result_is_kept(tmp_path, monkeypatch):
+    from loadtests.bench import soak_stage
+    from loadtests.soak import run as soak_run
+
+    monkeypatch.setattr(machine, "machine", lambda: {})
+    monkeypatch.setattr(machine, "host_versions", lambda: {})
+    settings = config.load(
+        ["--servers", "uvicorn", "--no-ceiling", "--scenarios", "http soak"],
+        environ={},
+        known_servers=["uvicorn"],
+    )
+    bench = runner.Bench(settings, tmp_path, [])
+    comparison, stage = bench.stages()  # HTTP with every variant up at once; the soak in its own stage
+    assert (comparison.name, stage.name) == (runner.COMPARISON, "uvicorn · default")
+    labels = [step.label for step in stage.steps]
+    assert labels[-2:] == ["scale to 2 replicas", "soak 30 min"]
+    default = config.load(["--servers", "uvicorn"], environ={}, known_servers=["uvicorn"])
+    assert not any(
+        "soak" in step.label for s in runner.Bench(default, tmp_path, []).stages() for step in s.steps
+    )
+
+    seen = {}
+
+    def fake_soak(plan, targets, locust, out, python, **_):
+        seen.update(plan=plan, targets=targets, out=out)
+        return {"status": "complete", "passed": True, "verdicts": []}
+
+    monkeypatch.setattr(soak_run, "run_soak", fake_soak)
+    monkeypatch.setattr(soak_run, "targets_of", lambda stack: "targets")
+    bench.stack = type("FakeStack", (), {"base_url": "http://127.0.0.1:1"})()
+    stage.steps[-1].action()
+    assert seen["plan"].churn == 30 * 60 and seen["plan"].users == settings.soak.users
+    assert seen["out"] == tmp_path / "runs" / stage.folder / soak_stage.FOLDER
+    [kept] = bench.results.soaks
+    assert (kept["target"], kept["profile"], kept["passed"]) == ("uvicorn", "default", True)
+    bench.forget(stage)  # a failed attempt of the stage drops its soak too
+    assert bench.results.soaks == []

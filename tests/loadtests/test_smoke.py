@@ -158,3 +158,15 @@ def test_capacity_with_memory_report(tmp_path, app):
     assert measured["users"] == 5
     assert f"pid:{app.process.pid}" in measured["targets"]
     assert "bytes_per_connection" in measured
+
+
+def test_soak_sessions_leave_every_way(tmp_path, app):
+    # Short sessions, so that a few seconds see many of them leave, each way.
+    rows, output = run_locust(
+        tmp_path, app, "loadtests/locustfiles/soak.py", "--soak-idle", "0.3", "--soak-messages", "1",
+        "--soak-message-interval", "0.1", "--soak-rooms", "2", "--soak-room-lifetime", "2",
+        users=6, run_time="8s",
+    )  # fmt: skip
+    leaves = [f"soak leave {how}" for how in ("clean", "reset", "mid-message")]
+    assert_ran_clean(rows, output, ["connect /ws/chat/[room]/", "soak join", "soak ack round trip", *leaves])
+    assert rows.get("/api/whoami", (0, 0))[0] > 0, output  # the HTTP users too

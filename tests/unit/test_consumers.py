@@ -703,3 +703,28 @@ def test_the_restart_close_code_is_the_protocols() -> None:
     from core.consumers import SERVICE_RESTART
 
     assert CloseCode.SERVICE_RESTART == SERVICE_RESTART
+
+
+async def test_a_client_gone_before_its_history_is_sent_leaves_the_room():
+    """Uvicorn raises on a send to a client that went away (ClientDisconnected, an OSError) and sends
+    no websocket.disconnect after it: the room's membership must be let go all the same."""
+
+    def gone_at_the_history(app):
+        async def wrapped(scope, receive, send):
+            async def failing_send(message):
+                if message["type"] == "websocket.send" and "chat.history" in (message.get("text") or ""):
+                    raise OSError("client disconnected")  # what uvicorn's ClientDisconnected is
+                await send(message)
+
+            await app(scope, receive, failing_send)
+
+        return wrapped
+
+    client = communicator("/ws/chat/gone-early/", app=gone_at_the_history(application))
+    connected, _ = await client.connect(timeout=3)
+    assert connected
+    with pytest.raises(OSError, match="client disconnected"):
+        await client.wait(timeout=3)
+    hub = consumers.chat_rooms(get_channel_layer())
+    assert hub.room(room_group("gone-early")) is None, "a room kept for a socket that is gone"
+    assert not get_channel_layer().groups.get(room_group("gone-early"))

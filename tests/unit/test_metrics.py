@@ -5,6 +5,7 @@ difference a known action makes. tests/integration/test_metrics.py checks the sa
 exporter of every server, summed over its processes.
 """
 
+import asyncio
 import json
 
 import pytest
@@ -260,3 +261,42 @@ def test_no_pool_reads_as_zero(monkeypatch):
     monkeypatch.setattr(metrics, "_django_pools", list)
     metrics.PoolSampler().sample()
     assert value("db_pool_connections") == 0
+
+
+# --- asyncio tasks -------------------------------------------------------------------------------------
+
+
+async def test_the_event_loop_of_a_call_is_watched_and_its_open_tasks_counted():
+    loops = metrics.EventLoops()
+    loops.seen(asyncio.get_running_loop())
+    before = loops.pending_tasks()  # this test's own task, and whatever the test runner keeps
+    release = asyncio.Event()
+    waiting = [asyncio.create_task(release.wait()) for _ in range(3)]
+    await asyncio.sleep(0)
+    # Counted from another thread, as the sampler thread does.
+    assert await asyncio.to_thread(loops.pending_tasks) == before + 3
+    release.set()
+    await asyncio.gather(*waiting)
+    assert await asyncio.to_thread(loops.pending_tasks) == before
+
+
+async def test_watch_event_loop_notes_the_loop_and_passes_the_call_through(monkeypatch):
+    loops = metrics.EventLoops()
+    monkeypatch.setattr(metrics, "EVENT_LOOPS", loops)
+    calls = []
+
+    async def app(scope, receive, send):
+        calls.append(scope["type"])
+
+    assert loops.pending_tasks() == 0  # no loop seen yet
+    await metrics.watch_event_loop(app)({"type": "http"}, None, None)
+    assert calls == ["http"]
+    assert loops.pending_tasks() >= 1  # this test's own task, on the loop now watched
+
+
+def test_a_closed_loop_counts_nothing():
+    loops = metrics.EventLoops()
+    loop = asyncio.new_event_loop()
+    loops.seen(loop)
+    loop.close()
+    assert loops.pending_tasks() == 0

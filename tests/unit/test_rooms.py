@@ -183,3 +183,41 @@ async def test_renewal_keeps_the_membership_and_a_failed_one_tells_every_socket(
     for member in members:
         assert (await next_event(member))["type"] == LAYER_FAILED
     assert len(hub) == 0
+
+
+class SwallowingHub(RoomHub):
+    """A hub whose layer calls finish even when cancelled, as asyncio.wait_for does on Python 3.11
+    when the call's result arrives together with the cancellation."""
+
+    def bounded(self, awaitable):
+        async def call():
+            inner = asyncio.ensure_future(awaitable)
+            try:
+                return await asyncio.shield(inner)
+            except asyncio.CancelledError:
+                return await inner
+
+        return call()
+
+
+async def test_a_room_left_while_it_was_joining_ends_its_membership_even_if_the_cancel_is_lost(layer):
+    hub = SwallowingHub(layer, timeout=TIMEOUT, capacity=CAPACITY)
+    release = asyncio.Event()
+    original = layer.group_add
+
+    async def slow_group_add(group, channel):
+        await release.wait()
+        await original(group, channel)
+
+    layer.group_add = slow_group_add
+    joining = asyncio.ensure_future(hub.join(GROUP))
+    await asyncio.sleep(0.05)
+    joining.cancel()  # the only socket leaves while its room is still joining the group
+    with pytest.raises(asyncio.CancelledError):
+        await joining
+    release.set()  # the join completes after all: its cancellation was lost
+    for _ in range(20):
+        await asyncio.sleep(0.05)
+    assert not layer.groups.get(GROUP), "a membership nobody renews or leaves"
+    room_tasks = [t for t in asyncio.all_tasks() if "Room._" in repr(t.get_coro())]
+    assert room_tasks == [], "a reader or renewal of a room with no socket"
