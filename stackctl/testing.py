@@ -1,11 +1,14 @@
 """For the pytest suites that drive the stack or a host tool: what to do when the machine lacks it."""
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 
 import pytest
 
 from stackctl.host import docker_available
+from stackctl.stack import Stack, StackError
 
 
 def require_docker(suite: str) -> None:
@@ -28,3 +31,20 @@ def require_tool(command: str, package: str) -> str:
     if os.environ.get("E2E_REQUIRED") == "1":
         pytest.fail(f"E2E_REQUIRED=1 but {missing}")
     pytest.skip(missing)
+
+
+@contextlib.contextmanager
+def running(stack: Stack) -> Iterator[Stack]:
+    """``stack`` up for a fixture's tests, and removed with its volumes after them, also when they or
+    its start fail. What an interrupted run left of the project is removed first. A stack that does
+    not come up fails the tests that need it, with what make and Docker said."""
+    stack.clean()
+    try:
+        stack.up()
+    except StackError as exc:
+        stack.clean()
+        pytest.fail(str(exc))
+    try:
+        yield stack
+    finally:
+        stack.clean()

@@ -281,53 +281,41 @@ def _extra_cell(f: Figures, key: str, fmt: Callable[[float], str] = fmt_ms) -> s
 def server_side_section(index: Index) -> Section | None:
     """The client's latency beside Django's own (the app's /metrics over the same runs), and the CPU
     the server's processes spent per request, message or delivery."""
-    hello = [f for f in index.figures if f.target == ASGI_HELLO and _has_server_side(f)]
+
+    def row(label: str, what: str, f: Figures, server: str) -> list[str]:
+        """The client's p50 and p99 beside the server's own (``server``: the extra's prefix), and CPU."""
+        return [
+            label,
+            what,
+            f.tool,
+            fmt_spread(f.p50, fmt_ms),
+            _extra_cell(f, f"{server}_p50"),
+            fmt_spread(f.p99, fmt_ms),
+            _extra_cell(f, f"{server}_p99"),
+            _extra_cell(f, "cpu_ms_per_request", fmt_cpu_ms),
+            _extra_cell(f, "container_cpu_ms_per_request", fmt_cpu_ms),
+        ]
+
     http_rows, ws_rows = [], []
     for tool in ("locust", "wrk"):
         for case in index.cases("http", tool):
             for t, p in index.variants:
                 f = index.get(t, p, "http", case, tool)
-                if f is None or not _has_server_side(f):
-                    continue
-                http_rows.append(
-                    [
-                        index.label(t, p),
-                        f"GET {case}",
-                        tool,
-                        fmt_spread(f.p50, fmt_ms),
-                        _extra_cell(f, "server_p50"),
-                        fmt_spread(f.p99, fmt_ms),
-                        _extra_cell(f, "server_p99"),
-                        _extra_cell(f, "cpu_ms_per_request", fmt_cpu_ms),
-                        _extra_cell(f, "container_cpu_ms_per_request", fmt_cpu_ms),
-                    ]
-                )
-    for f in hello:
-        what = "WebSocket echo" if f.scenario == "echo" else f"GET {f.case}"
-        row = ["raw ASGI hello-world", what, f.tool, fmt_spread(f.p50, fmt_ms), "n/a"]
-        row += [fmt_spread(f.p99, fmt_ms), "n/a", _extra_cell(f, "cpu_ms_per_request", fmt_cpu_ms)]
-        row.append(_extra_cell(f, "container_cpu_ms_per_request", fmt_cpu_ms))
-        (http_rows if f.scenario == "http" else ws_rows).append(row)
+                if f is not None and _has_server_side(f):
+                    http_rows.append(row(index.label(t, p), f"GET {case}", f, "server"))
+    for f in index.figures:
+        if f.target == ASGI_HELLO and _has_server_side(f):  # no Django in it: CPU only
+            what = "WebSocket echo" if f.scenario == "echo" else f"GET {f.case}"
+            (http_rows if f.scenario == "http" else ws_rows).append(
+                row("raw ASGI hello-world", what, f, "none")
+            )
     for scenario in ("echo", "chat"):
         for case in index.cases(scenario):
             for t, p in index.variants:
                 f = index.get(t, p, scenario, case)
-                if f is None or not _has_server_side(f):
-                    continue
-                what = "WebSocket echo" if scenario == "echo" else f"chat, {case}"
-                ws_rows.append(
-                    [
-                        index.label(t, p),
-                        what,
-                        f.tool,
-                        fmt_spread(f.p50, fmt_ms),
-                        _extra_cell(f, "server_fanout_p50"),
-                        fmt_spread(f.p99, fmt_ms),
-                        _extra_cell(f, "server_fanout_p99"),
-                        _extra_cell(f, "cpu_ms_per_request", fmt_cpu_ms),
-                        _extra_cell(f, "container_cpu_ms_per_request", fmt_cpu_ms),
-                    ]
-                )
+                if f is not None and _has_server_side(f):
+                    what = "WebSocket echo" if scenario == "echo" else f"chat, {case}"
+                    ws_rows.append(row(index.label(t, p), what, f, "server_fanout"))
     if not http_rows and not ws_rows:
         return None
     tables = []

@@ -161,19 +161,6 @@ class Bench:
             **sections,
         }
 
-    def measurement(
-        self,
-        target: str,
-        profile: str,
-        scenario: str,
-        case: str,
-        tool: str,
-        row: str,
-        kind: str = "variant",
-        stage: str = "",
-    ) -> Measurement:
-        return self.results.measurement(target, profile, scenario, case, tool, row, kind, stage)
-
     def error(self, stage: str, step: str, message: str) -> None:
         self.results.errors.append(BenchError(stage, step, message))
         print(f"    ERROR in {stage} / {step}: {message}", file=sys.stderr, flush=True)
@@ -205,7 +192,7 @@ class Bench:
                     run.server = server_metrics.difference(before, after)
                 except server_metrics.CounterResetError as exc:
                     self.error(stage.name, f"{job.label}: server metrics", str(exc))
-        measurement = self.measurement(
+        measurement = self.results.measurement(
             job.target.name, job.target.profile, job.scenario, job.case, job.tool, job.row, job.target.kind,
             stage.name,
         )  # fmt: skip

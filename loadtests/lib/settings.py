@@ -7,6 +7,7 @@ falls back to the documented default.
 
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,24 +49,45 @@ def send_interval(value: Any, option: str) -> float:
     return interval
 
 
-def parse_endpoint_weights(spec: str | None) -> dict[str, int]:
-    """``"ping,db:3"`` → ``{"ping": 1, "db": 3}``; empty or ``all`` → every endpoint, equal weights."""
+def parse_weights(
+    spec: str | None,
+    choices: Iterable[str],
+    option: str,
+    *,
+    every: tuple[str, ...] = ("",),
+    zero: bool = False,
+) -> dict[str, int]:
+    """``"a,b:3"`` → ``{"a": 1, "b": 3}``, each name one of ``choices``; a spec in ``every`` (empty)
+    → every choice, equal weights. Refuses an unknown or repeated name, a weight that is not a whole
+    number or is below 1 (below 0 with ``zero``: a choice left out), and weights that are all 0."""
     text = (spec or "").strip()
-    if text in ("", "all"):
-        return dict.fromkeys(names.HTTP_ENDPOINTS, 1)
+    known = list(choices)
+    if text in every:
+        return dict.fromkeys(known, 1)
     weights: dict[str, int] = {}
     for item in text.split(","):
         key, _, raw_weight = item.strip().partition(":")
-        if key not in names.HTTP_ENDPOINTS:
-            raise ValueError(f"unknown endpoint {key!r}; choose from {', '.join(names.HTTP_ENDPOINTS)}")
+        if key not in known:
+            raise ValueError(f"{option}: unknown {key!r}; choose from {', '.join(known)}")
+        if key in weights:
+            raise ValueError(f"{option}: {key!r} is named twice")
         try:
             weight = int(raw_weight) if raw_weight else 1
         except ValueError:
-            raise ValueError(f"weight of {key!r} must be an integer, got {raw_weight!r}") from None
-        if weight < 1:
-            raise ValueError(f"weight of {key!r} must be >= 1")
+            raise ValueError(
+                f"{option}: weight of {key!r} must be a whole number, got {raw_weight!r}"
+            ) from None
+        if weight < (0 if zero else 1):
+            raise ValueError(f"{option}: weight of {key!r} must be >= {0 if zero else 1}")
         weights[key] = weight
+    if not any(weights.values()):
+        raise ValueError(f"{option}: at least one needs a weight above 0")
     return weights
+
+
+def parse_endpoint_weights(spec: str | None) -> dict[str, int]:
+    """``"ping,db:3"`` → ``{"ping": 1, "db": 3}``; empty or ``all`` → every endpoint, equal weights."""
+    return parse_weights(spec, names.HTTP_ENDPOINTS, "--http-endpoints", every=("", "all"))
 
 
 def room_names(base: str, count: int) -> list[str]:
@@ -175,25 +197,8 @@ class SoakSettings:
 
 
 def parse_leave_weights(spec: str | None) -> dict[str, int]:
-    """``"clean:2,reset"`` → ``{"clean": 2, "reset": 1}``; empty → every way, equal weights."""
-    text = (spec or "").strip()
-    if not text:
-        return dict.fromkeys(names.SOAK_LEAVES, 1)
-    weights: dict[str, int] = {}
-    for item in text.split(","):
-        key, _, raw_weight = item.strip().partition(":")
-        if key not in names.SOAK_LEAVES:
-            raise ValueError(f"--soak-leave: unknown way {key!r}; choose from {', '.join(names.SOAK_LEAVES)}")
-        try:
-            weight = int(raw_weight) if raw_weight else 1
-        except ValueError:
-            raise ValueError(f"--soak-leave: weight of {key!r} must be a whole number") from None
-        if weight < 0 or key in weights:
-            raise ValueError(f"--soak-leave: {key!r} is named twice or has a negative weight")
-        weights[key] = weight
-    if not any(weights.values()):
-        raise ValueError("--soak-leave: at least one way needs a weight above 0")
-    return weights
+    """``"clean:2,reset"`` → ``{"clean": 2, "reset": 1}`` (0 leaves a way out); empty → every way."""
+    return parse_weights(spec, names.SOAK_LEAVES, "--soak-leave", zero=True)
 
 
 def soak_settings(options: Any) -> SoakSettings:

@@ -26,7 +26,7 @@ def stage_failing(bench, failures):
 
     def measure():
         attempts.append(len(attempts) + 1)
-        m = bench.measurement(
+        m = bench.results.measurement(
             "uvicorn", "default", "http", "/api/ping", "locust", "/api/ping", stage=stage.name
         )
         m.runs.append(Run(dir=f"attempt {len(attempts)}"))

@@ -15,7 +15,7 @@ from loadtests.bench.stack import Stack
 from loadtests.lib import names
 from loadtests.soak import run, verdict
 from stackctl import free_port
-from stackctl.testing import require_docker
+from stackctl.testing import require_docker, running
 
 PROJECT = "rtd-soak-ci"  # its own project: never the bench's, a user's, or another suite's
 PLAN = run.SoakPlan(churn=60, prime=10, quiet=5, baseline=10, settle=10, after=15, interval=5, users=30)
@@ -33,12 +33,8 @@ def stack(tmp_path_factory):
         replicas=2,
         logs=tmp_path_factory.mktemp("stack"),
     )
-    stack.clean()  # what an interrupted run left behind
-    try:
-        stack.up()
+    with running(stack):
         yield stack
-    finally:
-        stack.clean()
 
 
 def test_a_short_soak_returns_every_resource_to_its_baseline(stack, tmp_path):

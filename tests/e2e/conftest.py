@@ -4,8 +4,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from stackctl import ROOT, Stack, StackError, free_port, variants
-from stackctl.testing import require_docker
+from stackctl import ROOT, Stack, free_port, variants
+from stackctl.testing import require_docker, running
 from tests.harness.browser import browser_available, headless_chromium
 
 PROJECT = "rtd-e2e"  # never the user's own stack (realtime-django)
@@ -19,16 +19,8 @@ def _require_docker() -> None:
 
 @pytest.fixture(scope="module", params=variants())
 def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
-    stack = Stack(server=request.param, project=PROJECT, http_port=free_port(), replicas=REPLICAS)
-    try:
-        stack.up()
-    except StackError as exc:
-        stack.clean()
-        pytest.fail(str(exc))
-    try:
+    with running(Stack(request.param, PROJECT, http_port=free_port(), replicas=REPLICAS)) as stack:
         yield stack
-    finally:
-        stack.clean()
 
 
 ARTIFACTS = ROOT / "artifacts"

@@ -21,8 +21,9 @@ import httpx
 import pytest
 import websockets
 
-from stackctl import Stack, StackError, free_port, selected_variants
+from stackctl import Stack, free_port, selected_variants
 from stackctl.stack import UP_TIMEOUT
+from stackctl.testing import running
 
 PROJECT = "rtd-monitoring"  # its own project: never the user's stack nor another suite's
 REPLICAS = 2
@@ -45,21 +46,10 @@ T = TypeVar("T")
 @pytest.fixture(scope="module", params=VARIANTS)
 def monitored(request: pytest.FixtureRequest) -> Iterator[Stack]:
     stack = Stack(
-        server=request.param,
-        project=PROJECT,
-        http_port=free_port(),
-        replicas=REPLICAS,
-        prometheus_port=free_port(),
+        request.param, PROJECT, http_port=free_port(), replicas=REPLICAS, prometheus_port=free_port()
     )
-    try:
-        stack.up()
-    except StackError as exc:
-        stack.clean()
-        pytest.fail(str(exc))
-    try:
+    with running(stack):
         yield stack
-    finally:
-        stack.clean()
 
 
 # --- Prometheus' HTTP API --------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from stackctl import free_port
-from stackctl.testing import require_docker
+from stackctl.testing import require_docker, running
 from tests.faults.stack import ARTIFACTS, PROJECT, REPLICAS, STACK_ENV, Stack, fault_variants
 
 # Figures each test records (close codes, failed requests, message counts), printed after the run
@@ -31,12 +31,8 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     stack = Stack(
         server=request.param, project=PROJECT, http_port=free_port(), replicas=REPLICAS, env=STACK_ENV
     )
-    stack.clean()  # a stack left over by an interrupted run
-    try:
-        stack.up()
+    with running(stack):
         yield stack
-    finally:
-        stack.clean()
 
 
 @pytest.fixture(autouse=True)

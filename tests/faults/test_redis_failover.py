@@ -35,7 +35,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from stackctl import free_port, selected_variants
-from stackctl.testing import require_docker
+from stackctl.testing import require_docker, running
 from tests.faults.clients import InBackground, close_code, group_key, join, unique_room
 from tests.faults.conftest import REPORT
 from tests.faults.stack import HEALTHY_TIMEOUT, READYZ_TIMEOUT, STACK_ENV, TEST_TIMEOUT, Stack, wait_until
@@ -278,13 +278,9 @@ def ha_stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
         env=ENV,
         redis_ha=True,
     )
-    stack.clean()  # a stack left over by an interrupted run
-    try:
-        stack.up()
+    with running(stack):
         stack.wait_serving()
         yield stack
-    finally:
-        stack.clean()
 
 
 # --- The scenario ----------------------------------------------------------------------------------
