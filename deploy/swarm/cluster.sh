@@ -168,10 +168,13 @@ EOF
 engine_alive() { ndocker "$1" version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
 # Starts node N's engine detached (its own session, its output in dockerd.log) and waits for it.
+# The exec root is runtime state, on a real machine a tmpfs that a reboot empties: a pid file left
+# by a killed engine or containerd could name another process by now, which dockerd would wait for.
 start_engine() {
     local n=$1 dir deadline
     dir=$(node_dir "$n")
-    mkdir -p "$(node_cgroup "$n")/engine"
+    rm -rf --one-file-system -- "$dir/exec" "$dir/docker.pid"
+    mkdir -p "$dir/exec" "$(node_cgroup "$n")/engine"
     setsid "$self" _engine "$n" </dev/null >>"$dir/dockerd.log" 2>&1 &
     deadline=$((SECONDS + CLUSTER_ENGINE_TIMEOUT))
     until engine_alive "$n"; do
