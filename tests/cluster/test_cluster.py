@@ -206,7 +206,7 @@ def test_worker_node_killed_under_chat_load(cluster: Cluster) -> None:
     assert failures(late) == [], summary(late)
     assert senders_figures["acknowledged_missing_in_db"] == 0, senders_figures
     # Messages neither acknowledged nor refused within the senders' 30 s are reported, not failed
-    # on: one run in seven had one (stored in PostgreSQL or not: the figure says), not yet explained.
+    # on: one run in eight had one (stored in PostgreSQL or not: the figure says), not yet explained.
 
 
 def message_figures(cluster: Cluster, senders: SendersInBackground) -> dict[str, Any]:
