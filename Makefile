@@ -105,7 +105,7 @@ test: ## Every test (what CI runs), after installing what they need (host packag
 .PHONY: test-all
 # test-swarm comes last: it turns the engine into a single-node swarm, which must not overlap a
 # compose stack's networks.
-test-all: lint test-unit test-services test-integration test-deploy test-e2e test-security test-faults test-bench test-swarm ## Every test, on a machine set up already
+test-all: lint test-unit test-services test-integration test-deploy test-e2e test-security test-faults test-bench test-cluster-short test-swarm ## Every test, on a machine set up already
 
 .PHONY: test-unit
 test-unit: venv ## Unit tests on the embedded defaults, the installer, the Nginx config, the load-test users, the bench
@@ -126,6 +126,14 @@ test-deploy: venv ## Production material: systemd units, Kubernetes overlays, th
 .PHONY: test-swarm
 test-swarm: venv ## The Swarm stack on a single-node swarm: deploy, chat, rolling update (needs Docker)
 	$(VENV)/bin/pytest tests/deploy/test_swarm.py -q -m e2e
+
+.PHONY: test-cluster
+test-cluster: venv ## The stack on a three-node Swarm on this machine: failover, rolling update, rejoin (root)
+	$(VENV)/bin/pytest tests/cluster -q -m cluster
+
+.PHONY: test-cluster-short
+test-cluster-short: venv ## test-cluster without the rolling update and the rejoin (what `make test` runs)
+	$(VENV)/bin/pytest tests/cluster -q -m "cluster and not cluster_full"
 
 .PHONY: test-e2e
 test-e2e: venv ## The compose stack through Nginx, for every variant; MONITORING=1 on MONITORING_VARIANTS (needs Docker)
@@ -224,6 +232,26 @@ swarm-down: ## Remove the swarm stack (volumes kept)
 .PHONY: swarm-clean
 swarm-clean: ## Remove the swarm stack and its volumes (database included)
 	$(SWARM_STACK) purge
+
+# --- A multi-node Swarm on this machine (deploy/swarm/cluster.sh; root) -------------------------
+CLUSTER_SH := deploy/swarm/cluster.sh
+
+.PHONY: cluster-up
+cluster-up: build ## Three Swarm nodes on this machine (root), each its own engine and namespace, images loaded
+	@$(MAKE) cluster-start
+
+.PHONY: cluster-start
+cluster-start:
+	$(CLUSTER_SH) up
+	$(CLUSTER_SH) load-images
+
+.PHONY: cluster-deploy
+cluster-deploy: check-server ## The stack across the cluster: make cluster-deploy SERVER=<variant> [REPLICAS=n] [STACK=name]
+	STACK=$(STACK) $(if $(filter command line,$(origin REPLICAS)),REPLICAS=$(REPLICAS)) $(CLUSTER_SH) deploy
+
+.PHONY: cluster-down
+cluster-down: ## Remove the cluster: engines, containers, namespaces, cgroups, data roots
+	$(CLUSTER_SH) down
 
 # --- Load generation at scale (loadtests/compose.yaml) -------------------------------------------
 LOADGEN_WORKERS ?= 2

@@ -52,6 +52,7 @@ readonly TEST_PACKAGES=(
     "wrk wrk"
     "systemd systemd-analyze"
     "prometheus promtool"
+    "iproute2 ip"
 )
 
 say() { printf 'bootstrap: %s\n' "$*"; }

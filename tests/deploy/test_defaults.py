@@ -58,6 +58,7 @@ DELIBERATE: dict[tuple[str, str], str] = {
     ("REPLICAS", "deploy/swarm/stack.sh"): "run by hand, two tasks: one can fail and the stack serves",
     ("SECRETS_DIR", "deploy/swarm/stack.sh"): "the same folder made absolute (stack.sh runs from anywhere)",
     ("TLS_DIR", "deploy/swarm/stack.sh"): "computed: SECRETS_DIR, where `make tls-cert` writes",
+    ("CLUSTER_DIR", "deploy/swarm/cluster.sh"): "computed: /var/lib/ and the cluster's name",
     ("GRACEFUL_TIMEOUT", "tests/harness/app.py"): "the integration tests stop servers in seconds",
 }
 
@@ -293,6 +294,7 @@ PLACES = [
     Place("deploy/swarm/monitoring.yaml", interpolations),
     Place("deploy/swarm/stack.sh", shell_assignments),
     Place("deploy/swarm/redis-ha.yaml", interpolations),
+    Place("deploy/swarm/cluster.sh", shell_assignments),
     Place("deploy/k8s/base/config.env", env_file),
     Place("deploy/k8s/base", kubernetes_env, may_define_none=True),
     Place("deploy/systemd/env.example", env_file),

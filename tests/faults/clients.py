@@ -63,7 +63,9 @@ class HttpLoad:
     Like a browser (and RFC 9112, 9.3.1), a worker sends a GET once more on a new connection when
     its kept-alive connection closed before any byte of the answer: Nginx closes idle keep-alive
     connections when it reloads, and a request can cross that close on the wire. The request was
-    never processed; it counts as retried, not failed. Any other error is a failure.
+    never processed; it counts as retried, not failed. Any other error is a failure. The race also
+    shows as a reset connection, which cannot be told apart from a failure: ``keepalive=False``
+    opens a connection per request instead, where neither can happen.
     """
 
     def __init__(
@@ -74,8 +76,10 @@ class HttpLoad:
         pause: float = 0.02,
         duration: float = 300.0,
         max_requests: int = 60_000,
+        keepalive: bool = True,
     ) -> None:
         self.base_url = base_url
+        self.keepalive = keepalive
         self.path = path
         self.workers = workers
         self.pause = pause
@@ -103,7 +107,8 @@ class HttpLoad:
         return self.outcomes
 
     def _work(self) -> None:
-        with httpx.Client(base_url=self.base_url, timeout=30) as client:
+        limits = httpx.Limits() if self.keepalive else httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(base_url=self.base_url, timeout=30, limits=limits) as client:
             while not self._stop.is_set() and time.monotonic() < self._deadline:
                 with self._lock:
                     if len(self.outcomes) >= self.max_requests:
@@ -186,6 +191,15 @@ async def frames_until_closed(ws: Any, within: float) -> tuple[list[dict[str, An
 
 
 @dataclass
+class Session:
+    """One connection of a reconnecting client."""
+
+    request_id: str  # Nginx's X-Request-ID for the handshake: its access log names the upstream
+    opened: float  # time.monotonic(), once greeted with the history
+    closed: float | None = None  # time.monotonic(); None while open
+
+
+@dataclass
 class ReconnectRecord:
     """What one reconnecting chat client went through."""
 
@@ -194,6 +208,7 @@ class ReconnectRecord:
     messages: list[str] = field(default_factory=list)  # the text of every chat.message received
     refused: list[str] = field(default_factory=list)  # handshakes that failed, and why
     connected: bool = False
+    sessions: list[Session] = field(default_factory=list)
 
 
 class ReconnectingClient:
@@ -218,7 +233,10 @@ class ReconnectingClient:
             attempt = 0
             self.record.connects += 1
             self.record.connected = True
+            session = Session(ws.response.headers.get("X-Request-ID", ""), time.monotonic())
+            self.record.sessions.append(session)
             code = await self._hold(ws, stop)
+            session.closed = time.monotonic()
             if code == "stopped":  # still connected when the test ended
                 break
             self.record.connected = False
