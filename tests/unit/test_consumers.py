@@ -727,4 +727,4 @@ async def test_a_client_gone_before_its_history_is_sent_leaves_the_room():
         await client.wait(timeout=3)
     hub = consumers.chat_rooms(get_channel_layer())
     assert hub.room(room_group("gone-early")) is None, "a room kept for a socket that is gone"
-    assert not get_channel_layer().groups.get(room_group("gone-early"))
+    assert not await members("gone-early")
