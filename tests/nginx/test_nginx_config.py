@@ -787,7 +787,10 @@ def test_entrypoint_follows_dns_and_stops_gracefully(workspace: Workspace, app: 
         stack.callback(entrypoint.stop, signal.SIGKILL)
         stack.callback(lambda: hosts_file.unlink(missing_ok=True))
         entrypoint.wait_ready()
-        with httpx.Client(base_url=entrypoint.url, timeout=10) as http:
+        # A new connection per request: a reload closes idle keep-alive connections, and a request
+        # sent on one at that instant fails before any answer (a client retries that; not the point here).
+        no_keepalive = httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(base_url=entrypoint.url, timeout=10, limits=no_keepalive) as http:
             # Nothing resolves yet: nginx runs anyway and answers 502 at once.
             started = time.monotonic()
             assert http.get("/echo/watch").status_code == 502
