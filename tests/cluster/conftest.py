@@ -7,16 +7,12 @@ import json
 from typing import Any
 
 from stackctl import ROOT
+from tests.harness.figures import report_figures
 
 ARTIFACTS = ROOT / "artifacts" / "cluster"
 REPORT: dict[str, dict[str, Any]] = {}
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not REPORT:
-        return
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS / "report.json").write_text(json.dumps(REPORT, indent=2) + "\n")
-    terminalreporter.section(f"cluster figures (also in {ARTIFACTS / 'report.json'})")
-    for step, figures in REPORT.items():
-        terminalreporter.write_line(f"{step:<34} {json.dumps(figures)}")
+    lines = (f"{step:<34} {json.dumps(figures)}" for step, figures in REPORT.items())
+    report_figures(terminalreporter, REPORT, ARTIFACTS, "cluster figures", lines)

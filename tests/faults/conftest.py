@@ -15,6 +15,7 @@ import pytest
 from stackctl import free_port
 from stackctl.testing import require_docker, running
 from tests.faults.stack import ARTIFACTS, PROJECT, REPLICAS, STACK_ENV, Stack, fault_variants
+from tests.harness.figures import report_figures
 
 # Figures each test records (close codes, failed requests, message counts), printed after the run
 # and written to artifacts/faults/report.json.
@@ -71,11 +72,8 @@ def record(stack: Stack, request: pytest.FixtureRequest) -> Any:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not REPORT:
-        return
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS / "report.json").write_text(json.dumps(REPORT, indent=2) + "\n")
-    terminalreporter.section(f"fault figures ({PROJECT}; also in {ARTIFACTS / 'report.json'})")
-    for entry in REPORT:
+    def line(entry: dict[str, Any]) -> str:
         figures = {key: value for key, value in entry.items() if key not in ("variant", "test")}
-        terminalreporter.write_line(f"{entry['variant']:<14} {entry['test']:<44} {json.dumps(figures)}")
+        return f"{entry['variant']:<14} {entry['test']:<44} {json.dumps(figures)}"
+
+    report_figures(terminalreporter, REPORT, ARTIFACTS, f"fault figures ({PROJECT})", map(line, REPORT))
