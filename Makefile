@@ -144,8 +144,12 @@ test-security: venv ## Hostile input, hardening and TLS on the compose stack (SE
 	$(VENV)/bin/pytest tests/security -q -m e2e
 
 .PHONY: test-faults
-test-faults: venv ## Faults injected into the running stack (FAULT_VARIANTS="daphne gunicorn", REDIS_HA_VARIANTS=uvicorn by default)
-	$(VENV)/bin/pytest tests/faults -q -m faults
+test-faults: venv ## Faults injected into the running stack, each test module on one of FAULT_VARIANTS in turn (what `make test` runs)
+	FAULT_SPREAD=1 $(VENV)/bin/pytest tests/faults -q -m faults
+
+.PHONY: test-faults-full
+test-faults-full: venv ## Every fault on every variant of FAULT_VARIANTS ("daphne gunicorn" by default, "all"), REDIS_HA_VARIANTS (uvicorn)
+	FAULT_SPREAD=0 $(VENV)/bin/pytest tests/faults -q -m faults
 
 # --- The stack -----------------------------------------------------------------------------------
 .PHONY: check-server

@@ -18,8 +18,15 @@ later), and the stack documents those codes for every server; so:
    raises KeyError on an idle HTTP keep-alive connection (whose last instance it already reaped),
    and the shutdown then drops every WebSocket without cancelling anything: this one skips them.
 
+4. the application's ``websocket.send`` waits while the connection's write buffer is over Twisted's
+   ``bufferSize`` (64 KiB), as Uvicorn's does (Daphne returns at once and buffers every frame): a
+   client that stops reading then holds back its chat member, whose room closes it with
+   ``too_slow`` once CHANNEL_LAYER_CAPACITY broadcasts are queued, instead of growing Daphne's
+   memory by every broadcast for as long as the socket lives.
+
 The first two are covered by tests/integration (close codes per server), the third by
-tests/deploy/test_run_daphne.py and tests/faults; run it with Daphne's usual arguments:
+tests/deploy/test_run_daphne.py and tests/faults, the fourth by tests/security (sockets that never
+read, under broadcast); run it with Daphne's usual arguments:
 ``run_daphne.py --fd 3 config.asgi:application``.
 
 It also runs Daphne's Twisted reactor on uvloop, as every other variant runs (``DAPHNE_LOOP=asyncio``
@@ -40,6 +47,8 @@ if (os.environ.get("DAPHNE_LOOP") or "uvloop") == "uvloop":
 from daphne import server, ws_protocol
 from daphne.cli import CommandLineInterface
 from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
 
 logger = logging.getLogger("daphne.server")
 
@@ -49,7 +58,37 @@ logger = logging.getLogger("daphne.server")
 CLOSE_HANDSHAKE_TIMEOUT = 10  # as Uvicorn and gunicorn_asgi_conf.py wait (tests/deploy/test_close_waits.py)
 
 
+@implementer(IPushProducer)
+class SendFlow:
+    """The connection's producer once it is a WebSocket: Twisted pauses it when the write buffer
+    passes the transport's ``bufferSize`` and resumes it once the buffer is written out."""
+
+    def __init__(self) -> None:
+        self.writable = asyncio.Event()
+        self.writable.set()
+
+    def pauseProducing(self) -> None:  # noqa: N802 - Twisted's name
+        self.writable.clear()
+
+    def resumeProducing(self) -> None:  # noqa: N802 - Twisted's name
+        self.writable.set()
+
+    def stopProducing(self) -> None:  # noqa: N802 - Twisted's name: the connection is gone, nothing waits
+        self.writable.set()
+
+
 class WebSocketProtocol(ws_protocol.WebSocketProtocol):
+    send_flow: SendFlow
+
+    def connectionMade(self) -> None:  # noqa: N802 - Twisted's name
+        # The HTTP channel that read the upgrade request registered itself as the transport's
+        # producer; after the upgrade, the sends of the application are what the buffer holds back.
+        self.send_flow = SendFlow()
+        if getattr(self.transport, "producer", None) is not None:
+            self.transport.unregisterProducer()
+        self.transport.registerProducer(self.send_flow, True)
+        super().connectionMade()
+
     def serverClose(self, code: int | None = None) -> None:  # noqa: N802 - Daphne's name
         self.sendCloseFrame(code=1000 if code is None else int(code), isReply=False)
 
@@ -62,6 +101,13 @@ class WebSocketFactory(ws_protocol.WebSocketFactory):
 
 
 class Server(server.Server):
+    async def handle_reply(self, protocol: Any, message: dict[str, Any]) -> None:
+        """The application's ``send``: a WebSocket frame waits until the client has read enough."""
+        flow = getattr(protocol, "send_flow", None)
+        if flow is not None and message.get("type") == "websocket.send":
+            await flow.writable.wait()
+        await super().handle_reply(protocol, message)
+
     def kill_all_applications(self) -> defer.Deferred[Any]:
         """Cancel every pending application instance and wait until all of them have ended."""
         pending = []

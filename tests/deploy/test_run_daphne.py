@@ -54,3 +54,49 @@ def test_sigterm_cancels_every_instance_and_waits_for_all() -> None:
     assert result.returncode == 0, result.stderr
     # No KeyError on the idle connection, and the wait outlasts the instance that raised.
     assert json.loads(result.stdout.splitlines()[-1]) == ["raises", "returns"]
+
+
+SEND_WAITS_SCRIPT = """
+import asyncio, json, runpy, sys
+module = runpy.run_path(sys.argv[1], run_name="run_daphne")
+Server, SendFlow = module["Server"], module["SendFlow"]
+
+class Protocol:
+    def __init__(self):
+        self.send_flow = SendFlow()
+        self.sent = []
+
+    def handle_reply(self, message):
+        self.sent.append(message["type"])
+
+async def main():
+    server = Server.__new__(Server)  # only handle_reply is exercised
+    protocol = Protocol()
+    server.connections = {protocol: {}}
+    protocol.send_flow.pauseProducing()  # Twisted: the write buffer is over its bufferSize
+    frame = asyncio.ensure_future(server.handle_reply(protocol, {"type": "websocket.send", "text": "x"}))
+    await asyncio.sleep(0.05)
+    held = (frame.done(), list(protocol.sent))
+    protocol.send_flow.resumeProducing()  # Twisted: the buffer is written out
+    await asyncio.wait_for(frame, 5)
+    protocol.send_flow.pauseProducing()
+    protocol.send_flow.stopProducing()  # the connection is gone: nothing may wait on it
+    await asyncio.wait_for(server.handle_reply(protocol, {"type": "websocket.send", "text": "y"}), 5)
+    print(json.dumps({"held": held, "sent": protocol.sent}))
+
+asyncio.run(main())
+"""
+
+
+def test_a_send_waits_while_the_write_buffer_is_full() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", SEND_WAITS_SCRIPT, str(DEPLOY / "bin" / "run_daphne.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout.splitlines()[-1])
+    assert outcome["held"] == [False, []]  # nothing written while Twisted holds the producer paused
+    assert outcome["sent"] == ["websocket.send", "websocket.send"]

@@ -14,7 +14,7 @@ import pytest
 
 from stackctl import free_port
 from stackctl.testing import require_docker, running
-from tests.faults.stack import ARTIFACTS, PROJECT, REPLICAS, STACK_ENV, Stack, fault_variants
+from tests.faults.stack import ARTIFACTS, PROJECT, REPLICAS, STACK_ENV, Stack, fault_variants, spread_faults
 from tests.harness.figures import report_figures
 
 # Figures each test records (close codes, failed requests, message counts), printed after the run
@@ -25,6 +25,27 @@ REPORT: list[dict[str, Any]] = []
 @pytest.fixture(scope="session", autouse=True)
 def _require_docker() -> None:
     require_docker("fault tests")
+
+
+def stack_variant(item: pytest.Item) -> str | None:
+    """The variant of the shared stack a test runs on; None for a test with a stack of its own."""
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("stack") if callspec else None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With FAULT_SPREAD=1, the i-th test module runs on the i-th variant of FAULT_VARIANTS, round robin."""
+    if not spread_faults():
+        return
+    variants = fault_variants()
+    modules = sorted({item.module.__name__ for item in items if stack_variant(item)})  # type: ignore[attr-defined]
+    keep, drop = [], []
+    for item in items:
+        variant = stack_variant(item)
+        turn = variants[modules.index(item.module.__name__) % len(variants)] if variant else None  # type: ignore[attr-defined]
+        (keep if variant == turn else drop).append(item)
+    config.hook.pytest_deselected(items=drop)
+    items[:] = keep
 
 
 @pytest.fixture(scope="session", params=fault_variants())

@@ -6,6 +6,7 @@ and profiles ``make up`` used. Every other command is ``docker`` on this project
 
 from __future__ import annotations
 
+import os
 import shlex
 import time
 from collections.abc import Callable
@@ -48,6 +49,13 @@ TEST_TIMEOUT = 1200
 
 def fault_variants() -> list[str]:
     return selected_variants("FAULT_VARIANTS", DEFAULT_FAULT_VARIANTS)
+
+
+def spread_faults() -> bool:
+    """FAULT_SPREAD=1 (`make test-faults`, what CI runs): each test module on one of the variants, in
+    turn, so every variant meets some of the faults in about half the time. Unset or 0
+    (`make test-faults-full`): every fault on every variant."""
+    return os.environ.get("FAULT_SPREAD", "0") == "1"
 
 
 def stop_grace_period() -> float:

@@ -65,8 +65,20 @@ PACER = HandshakePacer()
 # --- Plain sockets ---------------------------------------------------------------------------------
 
 
-def open_socket(stack: Stack, timeout: float = RECV_TIMEOUT) -> socket.socket:
-    sock = socket.create_connection((HOST, stack.port), timeout=timeout)
+def open_socket(
+    stack: Stack, timeout: float = RECV_TIMEOUT, receive_buffer: int | None = None
+) -> socket.socket:
+    """A connection to the stack's published port; ``receive_buffer`` bytes of kernel buffer if given
+    (set before connecting, so that the window the client announces is that small from the start)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.settimeout(timeout)
+    try:
+        sock.connect((HOST, stack.port))
+    except BaseException:
+        sock.close()
+        raise
     context = stack.ssl_context()
     return context.wrap_socket(sock, server_hostname=HOST) if context else sock
 
@@ -135,7 +147,12 @@ def http_answer(
 
 
 def handshake(
-    stack: Stack, target: str, *, origin: str | None = "site", host: str | None = None
+    stack: Stack,
+    target: str,
+    *,
+    origin: str | None = "site",
+    host: str | None = None,
+    receive_buffer: int | None = None,
 ) -> tuple[int, socket.socket]:
     """A WebSocket handshake; the status, and the socket (open after a 101: the caller closes it)."""
     headers = [
@@ -147,7 +164,7 @@ def handshake(
     if origin is not None:
         headers.append(("Origin", stack.origin if origin == "site" else origin))
     PACER.wait(stack.limits)
-    sock = open_socket(stack)
+    sock = open_socket(stack, receive_buffer=receive_buffer)
     try:
         sock.sendall(request_bytes(stack, "GET", target, headers, host=host, close=False))
         status, _ = read_head(sock)

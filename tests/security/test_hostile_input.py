@@ -38,6 +38,7 @@ from tests.security.clients import (
     static_answer,
     still_open,
 )
+from tests.security.slow_readers import SLOW_READERS_ANSWER, slow_readers_answer
 from tests.security.stack import Limits, Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]  # the first case of a variant brings its stack up
@@ -156,6 +157,7 @@ CASES = [
     Case("binary frame one byte over", frame(binary_over_limit, ECHO), TOO_BIG),
     Case("flood of frames from one client", flood_answer, FLOOD),
     Case("many clients at once, each far over the limit", oversized_flood_answer, OVERSIZED_ANSWER),
+    Case("sockets that never read, under broadcast", slow_readers_answer, SLOW_READERS_ANSWER),
     # --- Handshakes: refused before any consumer runs ---
     Case("foreign Origin", handshake(ECHO, origin=EVIL), REFUSED),
     Case("no Origin", handshake(ECHO, origin=None), REFUSED),
