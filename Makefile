@@ -14,6 +14,8 @@ MONITORING ?= 0
 PROMETHEUS_PORT ?= 9090
 # 1: the channel layer on Redis with Sentinel (compose.redis-ha.yaml; README "Redis with Sentinel")
 REDIS_HA ?= 0
+# 1: the channel layer sharded over two Redis (compose.redis-sharded.yaml; README "Sharding the channel layer")
+REDIS_SHARDED ?= 0
 HTTP_PORT ?= 8000
 HTTPS_PORT ?= 8443
 PYTHON ?= python3
@@ -53,6 +55,8 @@ COMPOSE_FILES := -f compose.yaml $(if $(filter 1,$(TLS)),-f compose.tls.yaml)
 # REDIS_HA=1 lays compose.redis-ha.yaml over them: a replica and three sentinels beside Redis.
 # (make down and make clean need no file of it: --remove-orphans removes its services.)
 COMPOSE_FILES += $(if $(filter 1,$(REDIS_HA)),-f compose.redis-ha.yaml)
+# REDIS_SHARDED=1 lays compose.redis-sharded.yaml over them: a second Redis, the layer over both.
+COMPOSE_FILES += $(if $(filter 1,$(REDIS_SHARDED)),-f compose.redis-sharded.yaml)
 COMPOSE := $(COMPOSE_BIN) -p $(PROJECT) $(COMPOSE_FILES) $(COMPOSE_PROFILES_ARGS)
 export SERVER WS_SERVER TLS HTTP_PORT HTTPS_PORT PROMETHEUS_PORT
 
@@ -158,6 +162,8 @@ check-server:
 	  echo "Unknown SERVER '$(SERVER)'. Valid: $(SERVERS)" >&2; exit 2; fi
 	@if [ -z "$(filter 0 1,$(MONITORING))" ]; then \
 	  echo "MONITORING must be 0 or 1, got '$(MONITORING)'" >&2; exit 2; fi
+	@if [ "$(REDIS_HA)$(REDIS_SHARDED)" = 11 ]; then \
+	  echo "REDIS_HA=1 and REDIS_SHARDED=1 do not combine: pick one" >&2; exit 2; fi
 
 .PHONY: secrets
 secrets: ## Generate local random secrets under .cache/secrets (once)
@@ -182,7 +188,7 @@ image: check-server secrets $(if $(filter 1,$(OFFLINE)),wheelhouse)
 	$(COMPOSE) build app
 
 .PHONY: up
-up: check-server host ## Start the stack: make up SERVER=<variant> [REPLICAS=n] [TLS=1] [MONITORING=1] [REDIS_HA=1] (installs Docker if needed)
+up: check-server host ## Start the stack: make up SERVER=<variant> [REPLICAS=n] [TLS=1] [MONITORING=1] [REDIS_HA=1 | REDIS_SHARDED=1] (installs Docker if needed)
 	@$(MAKE) stack-up
 
 .PHONY: stack-up

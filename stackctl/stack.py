@@ -27,6 +27,7 @@ COMMAND_TIMEOUT = 600.0
 COMPOSE_FILE = ROOT / "compose.yaml"
 TLS_COMPOSE_FILE = ROOT / "compose.tls.yaml"  # the Makefile lays it over compose.yaml when TLS=1
 REDIS_HA_COMPOSE_FILE = ROOT / "compose.redis-ha.yaml"  # and this one when REDIS_HA=1
+REDIS_SHARDED_COMPOSE_FILE = ROOT / "compose.redis-sharded.yaml"  # or this one when REDIS_SHARDED=1
 
 # What the caller's environment must not pass on to the stack: make's own variables (when run from
 # `make test` or `make bench`), the Makefile's per-stack exports (this stack sets its own), the test
@@ -36,7 +37,7 @@ _NOT_INHERITED = frozenset(
         "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES",
         "SERVER", "WS_SERVER", "WS_HOST", "TLS", "HTTP_PORT", "HTTPS_PORT", "REPLICAS", "PROJECT",
         "MONITORING", "PROMETHEUS_PORT",
-        "REDIS_HA",
+        "REDIS_HA", "REDIS_SHARDED",
         "DJANGO_SECRET_KEY", "DJANGO_HTTPS", "DJANGO_SETTINGS_MODULE", "LOG_LEVEL",
         "SCENARIO",
     }
@@ -94,6 +95,7 @@ class Stack:
     env: Mapping[str, str] = field(default_factory=dict)  # for make and compose (WEB_CONCURRENCY, ...)
     compose_files: Sequence[Path] = ()  # laid over compose.yaml (and compose.tls.yaml)
     redis_ha: bool = False  # the channel layer on Redis with Sentinel (REDIS_HA=1)
+    redis_sharded: bool = False  # the channel layer sharded over two Redis (REDIS_SHARDED=1)
 
     # --- Make and compose ------------------------------------------------------------------------
 
@@ -113,6 +115,8 @@ class Stack:
             variables += ["MONITORING=1", f"PROMETHEUS_PORT={self.prometheus_port}"]
         if self.redis_ha:
             variables.append("REDIS_HA=1")
+        if self.redis_sharded:
+            variables.append("REDIS_SHARDED=1")
         if self.compose_files:
             variables.append("COMPOSE_FILES=" + " ".join(f"-f {path}" for path in self.all_compose_files()))
         return variables
@@ -122,6 +126,7 @@ class Stack:
             COMPOSE_FILE,
             *([TLS_COMPOSE_FILE] if self.tls else []),
             *([REDIS_HA_COMPOSE_FILE] if self.redis_ha else []),
+            *([REDIS_SHARDED_COMPOSE_FILE] if self.redis_sharded else []),
             *self.compose_files,
         ]
 

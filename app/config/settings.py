@@ -12,7 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from config import env
-from config.redis_sentinels import parse_sentinels
+from config.redis_hosts import parse_redis_urls, parse_sentinels
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -127,6 +127,8 @@ DATABASES = {"default": _database}
 
 # --- Channel layer: in-memory when nothing is configured, Redis across processes otherwise --------
 
+# One Redis (redis://host:6379/0), or several separated by commas: the layer then shards its
+# channels and groups over them (README "Sharding the channel layer").
 REDIS_URL = env.get_str("REDIS_URL")
 # Redis with Sentinel (high availability): the sentinels' addresses, instead of REDIS_URL. The
 # layer asks them for the current primary of REDIS_SENTINEL_MASTER, and again after a failover.
@@ -178,9 +180,11 @@ if REDIS_URL or REDIS_SENTINELS:
                 "socket_connect_timeout": _sentinel_timeout,
             },
         }
-    else:
-        _redis_host["address"] = REDIS_URL
-    _layer_config: dict[str, object] = {"hosts": [_redis_host]}
+    # Sentinel: one host entry. REDIS_URL: one entry per Redis, alike but for the address.
+    _redis_hosts = [_redis_host]
+    if REDIS_URL:
+        _redis_hosts = [_redis_host | {"address": url} for url in parse_redis_urls(REDIS_URL)]
+    _layer_config: dict[str, object] = {"hosts": _redis_hosts}
     if CHANNEL_LAYER_BACKEND == "core":
         _layer_config["capacity"] = CHANNEL_LAYER_CAPACITY
         _layer_config["expiry"] = env.get_int("CHANNEL_LAYER_EXPIRY", 60)

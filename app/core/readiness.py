@@ -49,6 +49,18 @@ async def check_channel_layer() -> None:
         await _stop_listening(layer, channel)
     if message.get("type") != "readyz.ping":
         raise RuntimeError(f"unexpected reply {message!r}")
+    await _ping_every_shard(layer)
+
+
+async def _ping_every_shard(layer: Any) -> None:
+    """A layer sharded over several Redis (REDIS_URL lists more than one): the round trip above went
+    through the shard of this process's channels only, and a room whose group hashes to another
+    one fails while that one is down; each of the others answers a PING. (channels-redis' core
+    layer; its pub/sub layer keeps its shards' connections to itself.)"""
+    shards = getattr(layer, "ring_size", 1)
+    if shards > 1 and hasattr(layer, "connection"):
+        for index in range(shards):
+            await layer.connection(index).ping()
 
 
 async def _stop_listening(layer: Any, channel: str) -> None:

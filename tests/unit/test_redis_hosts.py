@@ -1,7 +1,7 @@
-"""REDIS_SENTINELS: parsed into the channel layer's sentinel addresses; bad input stops the start."""
+"""REDIS_URL and REDIS_SENTINELS: parsed into the channel layer's hosts; bad input stops the start."""
 
 import pytest
-from config.redis_sentinels import parse_sentinels
+from config.redis_hosts import parse_redis_urls, parse_sentinels
 from django.core.exceptions import ImproperlyConfigured
 
 from tests.unit.test_settings import print_in_fresh_process, run_manage
@@ -112,3 +112,58 @@ def test_the_app_refuses_to_start_on_bad_sentinel_settings(overrides, complaint)
     )
     assert result.returncode != 0
     assert complaint in result.stderr
+
+
+# --- REDIS_URL: one Redis, or several to shard over ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "urls"),
+    [
+        ("redis://redis:6379/0", ["redis://redis:6379/0"]),
+        ("redis://a:6379/0, rediss://b:6380/1 ,", ["redis://a:6379/0", "rediss://b:6380/1"]),
+        ("unix:///run/redis.sock", ["unix:///run/redis.sock"]),
+    ],
+)
+def test_redis_urls_are_kept_in_their_order(raw, urls):
+    assert parse_redis_urls(raw) == urls
+
+
+@pytest.mark.parametrize(
+    ("raw", "complaint"),
+    [
+        (" , ", "no URL"),
+        ("redis:6379", "is not a redis://"),
+        ("http://redis:6379/0", "is not a redis://"),
+        ("redis://a:6379/0,redis://a:6379/0", "listed twice"),
+    ],
+)
+def test_bad_redis_urls_are_refused_naming_the_entry(raw, complaint):
+    with pytest.raises(ImproperlyConfigured, match=complaint) as refused:
+        parse_redis_urls(raw)
+    assert "REDIS_URL" in str(refused.value)
+
+
+LAYER_HOSTS = (
+    "import django, json; django.setup(); from django.conf import settings; "
+    "hosts = settings.CHANNEL_LAYERS['default']['CONFIG']['hosts']; "
+    "print(json.dumps([{k: v for k, v in host.items() if k != 'retry_on_error'} for host in hosts]))"
+)
+
+
+def test_several_redis_urls_shard_the_layer_with_the_same_options():
+    hosts = print_in_fresh_process(
+        LAYER_HOSTS, ("REDIS", "CHANNEL_LAYER"), REDIS_URL="redis://a:6379/0,redis://b:6379/0"
+    )
+    assert [host.pop("address") for host in hosts] == ["redis://a:6379/0", "redis://b:6379/0"]
+    assert hosts[0] == hosts[1]  # timeouts, pool size: every shard alike
+
+
+def test_the_app_refuses_to_start_on_a_bad_redis_url():
+    result = run_manage(
+        "check",
+        DJANGO_SECRET_KEY="a-production-secret-key-that-is-long-and-random-enough-0123456789abcdef",
+        REDIS_URL="redis://a:6379/0,redis-b:6379",
+    )
+    assert result.returncode != 0
+    assert "REDIS_URL: 'redis-b:6379' is not a redis://" in result.stderr

@@ -1,4 +1,5 @@
-"""REDIS_SENTINELS: the Redis Sentinel addresses through which the app finds the current primary."""
+"""Where the channel layer's Redis is: REDIS_URL (one Redis, or several to shard over) or
+REDIS_SENTINELS (the Redis Sentinel addresses through which the app finds the current primary)."""
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -35,3 +36,25 @@ def parse_sentinels(raw: str, name: str = "REDIS_SENTINELS") -> list[tuple[str, 
     if not addresses:
         raise ImproperlyConfigured(f"{name}: no address in {raw!r}; expected host:port,host:port,...")
     return addresses
+
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def parse_redis_urls(raw: str, name: str = "REDIS_URL") -> list[str]:
+    """``"redis://a:6379/0"`` or ``"redis://a:6379/0,redis://b:6379/0"``: the Redis URLs, in order.
+
+    Several URLs shard the layer (channels-redis hashes each channel and group to one of them), so
+    the order matters: every process must list them alike, or two processes look for the same group
+    on different Redis. Each must be distinct, for the same reason as a sentinel's address.
+    """
+    urls = [url.strip() for url in raw.split(",") if url.strip()]
+    if not urls:
+        raise ImproperlyConfigured(f"{name}: no URL in {raw!r}; expected redis://host:6379/0[,redis://...]")
+    for url in urls:
+        if not url.startswith(REDIS_SCHEMES) or any(char.isspace() for char in url):
+            raise ImproperlyConfigured(f"{name}: {url!r} is not a redis://, rediss:// or unix:// URL")
+    repeated = sorted({url for url in urls if urls.count(url) > 1})
+    if repeated:
+        raise ImproperlyConfigured(f"{name}: {repeated[0]} is listed twice")
+    return urls
