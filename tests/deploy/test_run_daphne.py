@@ -43,17 +43,22 @@ asyncio.run(main())
 """
 
 
-def test_sigterm_cancels_every_instance_and_waits_for_all() -> None:
+def outcome_of(script: str) -> object:
+    """What ``script`` printed last, as JSON, run on run_daphne.py's module in a fresh interpreter."""
     result = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(DEPLOY / "bin" / "run_daphne.py")],
+        [sys.executable, "-c", script, str(DEPLOY / "bin" / "run_daphne.py")],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_sigterm_cancels_every_instance_and_waits_for_all() -> None:
     # No KeyError on the idle connection, and the wait outlasts the instance that raised.
-    assert json.loads(result.stdout.splitlines()[-1]) == ["raises", "returns"]
+    assert outcome_of(SCRIPT) == ["raises", "returns"]
 
 
 SEND_WAITS_SCRIPT = """
@@ -89,14 +94,7 @@ asyncio.run(main())
 
 
 def test_a_send_waits_while_the_write_buffer_is_full() -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", SEND_WAITS_SCRIPT, str(DEPLOY / "bin" / "run_daphne.py")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    outcome = json.loads(result.stdout.splitlines()[-1])
+    outcome = outcome_of(SEND_WAITS_SCRIPT)
+    assert isinstance(outcome, dict)
     assert outcome["held"] == [False, []]  # nothing written while Twisted holds the producer paused
     assert outcome["sent"] == ["websocket.send", "websocket.send"]
