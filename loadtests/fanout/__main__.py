@@ -1,0 +1,79 @@
+"""``python -m loadtests.fanout --host http://127.0.0.1:8000 --output fanout.json``: one stepped run."""
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from loadtests.fanout.generator import SENDER_RATE, FanoutRun, Plan
+from loadtests.fanout.steps import geometric_rates
+from loadtests.lib.urls import normalize_base_url
+
+MARKER = "FANOUT_JSON "  # the line a reader of the output finds the result on
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m loadtests.fanout", description=__doc__)
+    p.add_argument("--host", required=True, help="the stack's base URL, e.g. http://127.0.0.1:8000")
+    p.add_argument("--rooms", type=int, default=4)
+    p.add_argument("--members", type=int, default=50, help="per room")
+    p.add_argument("--start", type=float, default=20.0, help="messages/s of the first step, all rooms")
+    p.add_argument("--factor", type=float, default=1.5, help="each step's rate over the previous one's")
+    p.add_argument("--max-rate", type=float, default=400.0, help="messages/s of the last step at most")
+    p.add_argument("--settle", type=float, default=2.0, help="seconds of each step before it is measured")
+    p.add_argument("--step", type=float, default=4.0, help="measured seconds of each step")
+    p.add_argument("--grace", type=float, default=1.0, help="seconds for late copies before a step is judged")
+    p.add_argument("--p99-ms", type=float, default=100.0, help="a step holds while its p99 stays within")
+    p.add_argument("--output", help="write the JSON result here as well")
+    return p
+
+
+def plan_of(args: argparse.Namespace) -> Plan:
+    if args.rooms < 1 or args.members < 1:
+        raise ValueError("--rooms and --members must be >= 1")
+    if not (args.step > 0 and args.settle >= 0 and args.grace >= 0 and args.p99_ms > 0):
+        raise ValueError("--step and --p99-ms must be > 0, --settle and --grace >= 0")
+    rates = geometric_rates(args.start, args.factor, args.max_rate)
+    if rates[-1] > args.rooms * args.members * SENDER_RATE:
+        raise ValueError(f"{rates[-1]:g} messages/s needs more than the {args.rooms * args.members} members")
+    return Plan(
+        normalize_base_url(args.host), args.rooms, args.members, tuple(rates), args.settle, args.step,
+        args.p99_ms, args.grace,
+    )  # fmt: skip
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parser().parse_args(argv)
+    try:
+        plan = plan_of(args)
+    except ValueError as exc:
+        print(f"fanout: {exc}", file=sys.stderr)
+        return 2
+    try:
+        import uvloop  # optional: the standard loop does the same, slower
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency of the project
+        runner = asyncio.run
+    try:
+        result = runner(FanoutRun(plan).run())
+    except (OSError, RuntimeError, TimeoutError) as exc:
+        result = {"tool": "fanout", "error": f"{type(exc).__name__}: {exc}"}
+    for step in result.get("steps", []):
+        print(
+            f"fanout: {step['rate']:>8g} msg/s  {step['deliveries_per_s']:>9,.0f} deliveries/s  "
+            f"p50 {step['p50_ms']:>7.1f}  p99 {step['p99_ms']:>7.1f} ms  "
+            f"{'held' if step['passed'] else 'FAILED: ' + step['why']}",
+            flush=True,
+        )
+    text = json.dumps(result)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    print(MARKER + text, flush=True)
+    return 1 if "error" in result else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
