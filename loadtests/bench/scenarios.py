@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from loadtests.bench import fanout
 from loadtests.bench.config import BenchConfig
 from loadtests.bench.locust_csv import LocustRun, scenario_options, spawn_rate
 from loadtests.bench.results import Run
@@ -260,3 +261,29 @@ class Chat(Scenario):
                 ]),
             ),
         )  # fmt: skip
+
+
+class Fanout(Scenario):
+    """Fan-out throughput: fixed rooms and members, the message rate raised step by step until the
+    delivery p99 crosses its threshold (or anything fails); the lean generator, not Locust, which
+    fires one event per delivery and would be the limit long before the server."""
+
+    name = "fanout"
+
+    def jobs(self, target: Target, k: int) -> list[Job]:
+        settings = self.config.fanout
+        prefix = f"{target.name} " if target.kind == "ceiling" else ""
+        case = f"{settings.rooms} rooms x {settings.members} members"
+
+        def command(host: str, run_dir: Path) -> fanout.FanoutRun:
+            return fanout.FanoutRun(host, settings, run_dir / "fanout.json")
+
+        return [
+            Job(
+                target, "fanout", case, "fanout", fanout.ROW,
+                folder=f"fanout-{slug(target.name)}-{k}",
+                label=f"{prefix}fan-out throughput {self.of_round(k)}",
+                planned=fanout.FanoutRun("", settings, Path()).seconds,
+                command=command,
+            )
+        ]  # fmt: skip
