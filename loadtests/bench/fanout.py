@@ -21,6 +21,11 @@ ROW = "fanout sustained deliveries"
 GRACE = 1.0  # seconds for late copies before a step is judged
 
 
+def case(settings: FanoutSettings) -> str:
+    """The measurement's case: the same for the variants and the ceiling, whatever their rates."""
+    return f"{settings.rooms} rooms x {settings.members} members"
+
+
 class FanoutOutputError(ValueError):
     """The generator left no result this module can read."""
 

@@ -6,6 +6,7 @@ known. Running a job, recording its rows and adding it to its measurement is the
 them (``Bench.measure``).
 """
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable
@@ -13,12 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loadtests.bench import fanout
-from loadtests.bench.config import BenchConfig
+from loadtests.bench.config import BenchConfig, FanoutSettings
 from loadtests.bench.locust_csv import LocustRun, scenario_options, spawn_rate
 from loadtests.bench.results import Run
 from loadtests.bench.stack import memory_pattern
 from loadtests.bench.tools import Tool
 from loadtests.bench.wrk import WrkRun
+from loadtests.fanout.generator import SENDER_RATE
 from loadtests.lib import names
 
 # Planned seconds of a tool's start, for the progress estimate only.
@@ -270,10 +272,18 @@ class Fanout(Scenario):
 
     name = "fanout"
 
-    def jobs(self, target: Target, k: int) -> list[Job]:
+    def settings(self, target: Target) -> FanoutSettings:
+        """The ceiling steps on, up to what the members may send: it must reach its own limit, and
+        fanning out within each server process, it delivers fewer copies of each message."""
         settings = self.config.fanout
+        if target.kind != "ceiling":
+            return settings
+        return dataclasses.replace(settings, max_rate=settings.rooms * settings.members * SENDER_RATE)
+
+    def jobs(self, target: Target, k: int) -> list[Job]:
+        settings = self.settings(target)
         prefix = f"{target.name} " if target.kind == "ceiling" else ""
-        case = f"{settings.rooms} rooms x {settings.members} members"
+        case = fanout.case(settings)
 
         def command(host: str, run_dir: Path) -> fanout.FanoutRun:
             return fanout.FanoutRun(host, settings, run_dir / "fanout.json")

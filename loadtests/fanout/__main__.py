@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from loadtests.fanout.generator import SENDER_RATE, FanoutRun, Plan
-from loadtests.fanout.steps import geometric_rates
+from loadtests.fanout.steps import StepResult, geometric_rates
 from loadtests.lib.urls import normalize_base_url
 
 MARKER = "FANOUT_JSON "  # the line a reader of the output finds the result on
@@ -44,6 +44,15 @@ def plan_of(args: argparse.Namespace) -> Plan:
     )  # fmt: skip
 
 
+def show(step: StepResult) -> None:
+    print(
+        f"fanout: {step.offered_mps:>7.1f} msg/s  offered {step.offered_dps:>8,.0f}  "
+        f"received {step.deliveries_per_s:>8,.0f} deliveries/s  p50 {step.p50_ms:>6.1f}  "
+        f"p99 {step.p99_ms:>6.1f} ms  {'held' if step.passed else 'FAILED: ' + step.why}",
+        flush=True,
+    )
+
+
 def main(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
     try:
@@ -58,16 +67,9 @@ def main(argv: Sequence[str]) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency of the project
         runner = asyncio.run
     try:
-        result = runner(FanoutRun(plan).run())
+        result = runner(FanoutRun(plan, show).run())
     except (OSError, RuntimeError, TimeoutError) as exc:
         result = {"tool": "fanout", "error": f"{type(exc).__name__}: {exc}"}
-    for step in result.get("steps", []):
-        print(
-            f"fanout: {step['rate']:>8g} msg/s  {step['deliveries_per_s']:>9,.0f} deliveries/s  "
-            f"p50 {step['p50_ms']:>7.1f}  p99 {step['p99_ms']:>7.1f} ms  "
-            f"{'held' if step['passed'] else 'FAILED: ' + step['why']}",
-            flush=True,
-        )
     text = json.dumps(result)
     if args.output:
         Path(args.output).write_text(text + "\n")

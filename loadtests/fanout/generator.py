@@ -15,6 +15,7 @@ import math
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,13 +74,15 @@ class Window:
 
 
 class FanoutRun:
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, on_step: Callable[[StepResult], None] | None = None) -> None:
         self.plan = plan
+        self.on_step = on_step  # told of each step as soon as it is judged
         self.tag = uuid.uuid4().hex[:8]  # this run's probes, among anything else in the rooms
         self.members: list[Member] = []
         self.window: Window | None = None  # the step collecting deliveries, until it is judged
         self.span: Window | None = None  # the step under way, settle included: its failures
         self.seq = itertools.count()
+        self.sent = 0  # every message sent, settles included
 
     # --- sockets ------------------------------------------------------------------------------
 
@@ -146,6 +149,7 @@ class FanoutRun:
                 await sender.ws.send(json.dumps({"message": text}))
             except ConnectionClosed:
                 return  # counted by its receiver
+            self.sent += 1
             window = self.window
             if window is not None and window.holds(sent_at):
                 window.messages += 1
@@ -191,6 +195,8 @@ class FanoutRun:
         try:
             for rate in plan.rates:
                 steps.append(await self.step(rate))
+                if self.on_step is not None:
+                    self.on_step(steps[-1])
                 if not steps[-1].passed:
                     break
         finally:
