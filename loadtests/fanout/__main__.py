@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from loadtests.bench.config import FanoutSettings
 from loadtests.fanout.generator import SENDER_RATE, FanoutRun, Plan
 from loadtests.fanout.steps import StepResult, geometric_rates
 from loadtests.lib.urls import normalize_base_url
@@ -14,18 +15,24 @@ from loadtests.lib.urls import normalize_base_url
 MARKER = "FANOUT_JSON "  # the line a reader of the output finds the result on
 
 
+DEFAULTS = FanoutSettings()  # the bench's, so that both run the same measurement unless told otherwise
+
+
 def parser() -> argparse.ArgumentParser:
+    d = DEFAULTS
     p = argparse.ArgumentParser(prog="python -m loadtests.fanout", description=__doc__)
     p.add_argument("--host", required=True, help="the stack's base URL, e.g. http://127.0.0.1:8000")
-    p.add_argument("--rooms", type=int, default=4)
-    p.add_argument("--members", type=int, default=50, help="per room")
-    p.add_argument("--start", type=float, default=20.0, help="messages/s of the first step, all rooms")
-    p.add_argument("--factor", type=float, default=1.5, help="each step's rate over the previous one's")
-    p.add_argument("--max-rate", type=float, default=400.0, help="messages/s of the last step at most")
-    p.add_argument("--settle", type=float, default=2.0, help="seconds of each step before it is measured")
-    p.add_argument("--step", type=float, default=4.0, help="measured seconds of each step")
+    p.add_argument("--rooms", type=int, default=d.rooms, help=f"default {d.rooms}")
+    p.add_argument("--members", type=int, default=d.members, help=f"per room (default {d.members})")
+    p.add_argument("--start", type=float, default=d.start, help="messages/s of the first step, all rooms")
+    p.add_argument("--factor", type=float, default=d.factor, help="each step's rate over the previous one's")
+    p.add_argument("--max-rate", type=float, default=d.max_rate, help="messages/s of the last step at most")
+    p.add_argument(
+        "--settle", type=float, default=d.settle, help="seconds of each step before it is measured"
+    )
+    p.add_argument("--step", type=float, default=d.duration, help="measured seconds of each step")
     p.add_argument("--grace", type=float, default=1.0, help="seconds for late copies before a step is judged")
-    p.add_argument("--p99-ms", type=float, default=100.0, help="a step holds while its p99 stays within")
+    p.add_argument("--p99-ms", type=float, default=d.p99_ms, help="a step holds while its p99 stays within")
     p.add_argument("--output", help="write the JSON result here as well")
     return p
 
@@ -70,6 +77,8 @@ def main(argv: Sequence[str]) -> int:
         result = runner(FanoutRun(plan, show).run())
     except (OSError, RuntimeError, TimeoutError) as exc:
         result = {"tool": "fanout", "error": f"{type(exc).__name__}: {exc}"}
+    except KeyboardInterrupt:
+        result = {"tool": "fanout", "error": "interrupted"}
     text = json.dumps(result)
     if args.output:
         Path(args.output).write_text(text + "\n")
