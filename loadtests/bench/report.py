@@ -408,6 +408,11 @@ def headline_table(index: Index) -> Table | None:
             f"fan-out p99 ms ({case})",
             lambda t, p, c=case: _cell(index.get(t, p, "chat", c), lambda f: fmt_spread(f.p99, fmt_ms)),
         )
+    for case in index.cases("fanout", "fanout")[:1]:
+        add(
+            "fan-out deliveries/s (p99 bound)",
+            lambda t, p, c=case: _cell(index.get(t, p, "fanout", c, "fanout"), fmt_rps),
+        )
     for case in index.cases("capacity")[:1]:
         add(
             "memory per socket",

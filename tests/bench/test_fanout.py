@@ -202,6 +202,7 @@ def test_report_renders_the_section_and_its_chart(tmp_path):
     report.render(tmp_path)
     text = (tmp_path / "report.md").read_text()
     assert "## Chat fan-out throughput" in text and "deliveries/s at p99 <= 100 ms" in text
+    assert "| fan-out deliveries/s (p99 bound) |" in text  # in the headline too
     assert (tmp_path / "charts" / "fanout.png").stat().st_size > 1000
 
 
