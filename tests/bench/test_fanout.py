@@ -276,3 +276,42 @@ async def test_generator_reports_a_closed_member():
     assert len(found["steps"]) == 1 and not first["passed"]  # it stopped at the first failure
     assert first["errors"] == {"too_slow": 1} and first["closes"] == {"too_slow": 1}
     assert found["sustained"] is None
+
+
+# --- the bench's stages ---------------------------------------------------------------------------
+
+
+def stages(tmp_path, monkeypatch, scenarios):
+    from loadtests.bench import machine, runner
+
+    monkeypatch.setattr(machine, "machine", lambda: {})
+    monkeypatch.setattr(machine, "host_versions", lambda: {})
+    settings = config.load(["--servers", "uvicorn", "--scenarios", scenarios, "--repeats", "2"], environ={},
+                           known_servers=["uvicorn"])  # fmt: skip
+    return runner.Bench(settings, tmp_path, []).stages()
+
+
+def test_fanout_runs_on_two_replicas_after_the_chat_and_against_the_ceiling(tmp_path, monkeypatch):
+    ceiling, variant = stages(tmp_path, monkeypatch, "fanout")
+    assert [s.label for s in ceiling.steps if "fan-out" in s.label] == [
+        "asgi-hello fan-out throughput run 1/2", "asgi-hello fan-out throughput run 2/2",
+    ]  # fmt: skip
+    labels = [s.label for s in variant.steps]
+    assert labels[-3:] == ["scale to 2 replicas", "fan-out throughput run 1/2", "fan-out throughput run 2/2"]
+    _, with_chat = stages(tmp_path, monkeypatch, "chat fanout")
+    labels = [s.label for s in with_chat.steps]
+    assert labels.count("scale to 2 replicas") == 1  # the chat's replicas serve the fan-out too
+    assert labels.index("scale to 2 replicas") < labels.index("fan-out throughput run 1/2")
+
+
+def test_the_ceiling_steps_on_to_what_the_members_may_send():
+    from loadtests.bench.scenarios import Fanout, Target
+
+    settings = config.load([], environ={}, known_servers=["uvicorn"])
+    scenario = Fanout(settings, 0)
+    assert scenario.settings(Target("uvicorn")).max_rate == 400
+    assert scenario.settings(Target("asgi-hello", "ceiling")).max_rate == 4 * 50 * 10
+    # the same case, so that the ceiling is found for the variants' figures
+    [variant_job] = scenario.jobs(Target("uvicorn"), 1)
+    [ceiling_job] = scenario.jobs(Target("asgi-hello", "ceiling"), 1)
+    assert variant_job.case == ceiling_job.case == "4 rooms x 50 members"
