@@ -184,6 +184,7 @@ class FanoutSettings:
     start: float = 20.0  # messages/s of the first step, over all rooms (1,000 deliveries/s)
     factor: float = 1.5  # each step's rate over the previous one's
     max_rate: float = 400.0  # messages/s of the last step at most (20,000 deliveries/s)
+    warmup: float = 5.0  # seconds at the first step's rate before the first step (a fresh stack)
     settle: float = 2.0  # seconds at a step's rate before it is measured
     duration: float = 4.0  # measured seconds of each step
     p99_ms: float = 100.0  # a step holds while its delivery p99 stays within this
@@ -225,7 +226,7 @@ QUICK = Sections(
     echo=EchoSettings(users=8, duration=2.0),
     chat=ChatSettings(users=12, rooms=(1, 3), duration=3.0, settle=0.5),
     fanout=FanoutSettings(
-        rooms=2, members=5, start=10.0, factor=2.0, max_rate=20.0, settle=0.5, duration=2.0
+        rooms=2, members=5, start=10.0, factor=2.0, max_rate=20.0, warmup=0.5, settle=0.5, duration=2.0
     ),
     capacity=CapacitySettings(sockets=40, spawn_rate=40.0, settle=1.0),
     soak=SoakSettings(minutes=1.0, users=20),  # only when BENCH_SCENARIOS names it
@@ -388,6 +389,7 @@ def _validate_fanout(fanout: FanoutSettings) -> None:
         _at_least(value, 1, name)
     _at_least(fanout.replicas, 1, "fanout.replicas")
     _at_least(fanout.settle, 0, "fanout.settle")
+    _at_least(fanout.warmup, 0, "fanout.warmup")
     for name, value in (
         ("fanout.start", fanout.start),
         ("fanout.max_rate", fanout.max_rate),

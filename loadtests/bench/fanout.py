@@ -45,7 +45,7 @@ class FanoutRun:
     def seconds(self) -> float:
         """Planned seconds at most: every step, and the rooms filling."""
         s = self.settings
-        return self.steps * (s.settle + s.duration + GRACE) + 5
+        return s.warmup + GRACE + self.steps * (s.settle + s.duration + GRACE) + 5
 
     @property
     def timeout(self) -> float:
@@ -57,7 +57,8 @@ class FanoutRun:
             python, "-m", "loadtests.fanout", "--host", self.host,
             "--rooms", str(s.rooms), "--members", str(s.members),
             "--start", f"{s.start:g}", "--factor", f"{s.factor:g}", "--max-rate", f"{s.max_rate:g}",
-            "--settle", f"{s.settle:g}", "--step", f"{s.duration:g}", "--grace", f"{GRACE:g}",
+            "--warmup", f"{s.warmup:g}", "--settle", f"{s.settle:g}", "--step", f"{s.duration:g}",
+            "--grace", f"{GRACE:g}",
             "--p99-ms", f"{s.p99_ms:g}", "--output", str(self.output),
         ]  # fmt: skip
 

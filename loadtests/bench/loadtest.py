@@ -87,8 +87,8 @@ def build_fanout(args: argparse.Namespace, out_dir: Path) -> tuple[Stack, Fanout
         raise ConfigError(f"fanout: bad generator options {extra}") from None
     settings = FanoutSettings(
         rooms=options.rooms, members=options.members, start=options.start, factor=options.factor,
-        max_rate=options.max_rate, settle=options.settle, duration=options.step, p99_ms=options.p99_ms,
-        replicas=replicas,
+        max_rate=options.max_rate, warmup=options.warmup, settle=options.settle, duration=options.step,
+        p99_ms=options.p99_ms, replicas=replicas,
     )  # fmt: skip
     return stack, FanoutRun(stack.url, settings, out_dir / "fanout.json")
 

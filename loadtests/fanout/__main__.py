@@ -32,6 +32,9 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--step", type=float, default=d.duration, help="measured seconds of each step")
     p.add_argument("--grace", type=float, default=1.0, help="seconds for late copies before a step is judged")
+    p.add_argument(
+        "--warmup", type=float, default=d.warmup, help="seconds at the first step's rate, not measured"
+    )
     p.add_argument("--p99-ms", type=float, default=d.p99_ms, help="a step holds while its p99 stays within")
     p.add_argument("--output", help="write the JSON result here as well")
     return p
@@ -40,14 +43,14 @@ def parser() -> argparse.ArgumentParser:
 def plan_of(args: argparse.Namespace) -> Plan:
     if args.rooms < 1 or args.members < 1:
         raise ValueError("--rooms and --members must be >= 1")
-    if not (args.step > 0 and args.settle >= 0 and args.grace >= 0 and args.p99_ms > 0):
-        raise ValueError("--step and --p99-ms must be > 0, --settle and --grace >= 0")
+    if not (args.step > 0 and args.p99_ms > 0 and min(args.settle, args.grace, args.warmup) >= 0):
+        raise ValueError("--step and --p99-ms must be > 0, --settle, --grace and --warmup >= 0")
     rates = geometric_rates(args.start, args.factor, args.max_rate)
     if rates[-1] > args.rooms * args.members * SENDER_RATE:
         raise ValueError(f"{rates[-1]:g} messages/s needs more than the {args.rooms * args.members} members")
     return Plan(
         normalize_base_url(args.host), args.rooms, args.members, tuple(rates), args.settle, args.step,
-        args.p99_ms, args.grace,
+        args.p99_ms, args.grace, args.warmup,
     )  # fmt: skip
 
 

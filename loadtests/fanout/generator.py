@@ -42,6 +42,7 @@ class Plan:
     seconds: float  # the measured window of each step
     threshold_ms: float  # a step holds while its delivery p99 stays within this
     grace: float = 1.0  # seconds after a step's last send before it is judged
+    warmup: float = 0.0  # seconds at the first step's rate before the first step, not measured
     sender_rate: float = SENDER_RATE
     room_prefix: str = "fanout"
 
@@ -185,6 +186,17 @@ class FanoutRun:
         )  # fmt: skip
         return judge(summarize_latencies(result, window.latencies), plan.threshold_ms)
 
+    async def warm_up(self) -> None:
+        """The first step's rate, unmeasured: a fresh stack's first messages (connections to the
+        database and Redis, code paths run once) would otherwise fail the first step."""
+        rate = self.plan.rates[0]
+        start = asyncio.get_running_loop().time()
+        senders = self.choose_senders(self.plan.senders(rate))
+        await asyncio.gather(
+            *(self.send(sender, n, rate, start, start + self.plan.warmup) for n, sender in enumerate(senders))
+        )
+        await asyncio.sleep(self.plan.grace)
+
     async def run(self) -> dict[str, Any]:
         plan = self.plan
         started = time.monotonic()
@@ -193,6 +205,8 @@ class FanoutRun:
         receivers = [asyncio.create_task(self.receive(m)) for m in self.members]
         steps: list[StepResult] = []
         try:
+            if plan.warmup > 0:
+                await self.warm_up()
             for rate in plan.rates:
                 steps.append(await self.step(rate))
                 if self.on_step is not None:

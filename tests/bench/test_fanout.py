@@ -116,11 +116,12 @@ def test_read_output_prefers_the_file_then_the_printed_line(tmp_path):
 
 
 def test_command_carries_every_setting(tmp_path):
-    settings = config.FanoutSettings(rooms=3, members=7, start=5, factor=2, max_rate=40, p99_ms=50)
+    settings = config.FanoutSettings(rooms=3, members=7, start=5, factor=2, max_rate=40, p99_ms=50, warmup=3)
     run = fanout.FanoutRun("http://127.0.0.1:9", settings, tmp_path / "r.json")
     args = cli.parser().parse_args(run.command()[3:])
     plan = cli.plan_of(args)
     assert (plan.rooms, plan.members, plan.rates, plan.threshold_ms) == (3, 7, (5, 10, 20, 40), 50)
+    assert (plan.warmup, plan.settle, plan.seconds) == (3, settings.settle, settings.duration)
     assert run.steps == 4 and run.timeout > run.seconds
 
 
@@ -148,6 +149,7 @@ def test_fanout_runs_only_when_named():
         ("fanout.max_rate=10", "fanout.max_rate"),  # below start
         ("fanout.max_rate=3000", "fanout.max_rate"),  # more than the members may send
         ("fanout.settle=-1", "fanout.settle"),
+        ("fanout.warmup=-1", "fanout.warmup"),
         ("fanout.duration=0", "fanout.duration"),
         ("fanout.replicas=0", "fanout.replicas"),
         ("fanout.rooms=x", "fanout.rooms"),
