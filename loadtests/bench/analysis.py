@@ -70,6 +70,8 @@ def _extra(scenario: str, row: str, runs: list[Run]) -> dict[str, Spread]:
         if acks:
             extra["ack_p50"] = spread(ack["p50_ms"] for ack in acks)
             extra["ack_p99"] = spread(ack["p99_ms"] for ack in acks)
+    if scenario == "fanout":
+        extra["offered_mps"] = spread(found[row].get("offered_mps", 0.0) for found in rows)
     if scenario == "capacity":
         ramps = [found[row]["ramp_rps"] for found in rows if "ramp_rps" in found.get(row, {})]
         if ramps:
@@ -94,7 +96,8 @@ def _server_extra(scenario: str, case: str, row: str, runs: list[Run]) -> dict[s
     extra: dict[str, Spread] = {}
     # Capacity runs open sockets and hold them: CPU per handshake would be mostly idle time. A figure
     # needs every run's server side: a median of the runs that happened to have one would mislead.
-    if scenario == "capacity" or any(run.server is None for run in runs):
+    # Fan-out runs step through rates: their server side spans every step, their figure is one step.
+    if scenario in ("capacity", "fanout") or any(run.server is None for run in runs):
         return extra
     measured = [(run.server or {}, (run.rows or {})[row]) for run in runs]
     for key, source in (
@@ -174,8 +177,10 @@ def ceiling_for(figures: Figures, everything: list[Figures]) -> Figures | None:
     """
     if figures.scenario == "http":
         return _find(everything, NGINX_FIXED, "http", figures.tool)
-    if figures.scenario == "echo" and not (figures.kind == "ceiling" and figures.target == ASGI_HELLO):
-        return _find(everything, ASGI_HELLO, "echo", figures.tool)
+    if figures.scenario in ("echo", "fanout") and not (
+        figures.kind == "ceiling" and figures.target == ASGI_HELLO
+    ):
+        return _find(everything, ASGI_HELLO, figures.scenario, figures.tool)
     return None
 
 
@@ -208,3 +213,9 @@ def analyse(results: Results) -> list[Figures]:
             changes["hello_share"] = ratio(figures.rps.median, hello.rps.median)
         marked.append(replace(figures, **changes))
     return marked
+
+
+def median_run(measurement: Measurement) -> Run | None:
+    """The run whose figure is the median of the measurement's (the lower of the middle two)."""
+    runs = sorted(measurement.measured(), key=lambda run: (run.rows or {})[measurement.row]["rps"])
+    return runs[(len(runs) - 1) // 2] if runs else None

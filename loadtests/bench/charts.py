@@ -14,8 +14,9 @@ matplotlib.use("Agg")  # before pyplot: renders to files, never to a screen
 
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
+from matplotlib.ticker import FuncFormatter
 
-from loadtests.bench.analysis import ASGI_HELLO, NGINX_FIXED, Figures
+from loadtests.bench.analysis import ASGI_HELLO, NGINX_FIXED, Figures, median_run
 from loadtests.bench.results import Results
 from loadtests.bench.stats import Spread
 
@@ -190,6 +191,10 @@ def draw(figures: Sequence[Figures], results: Results, out_dir: Path) -> dict[st
         ax.legend(fontsize="small", ncols=2)
         files["chat"] = _save(fig, out_dir, "chat")
 
+    chart = _fanout_chart(figures, series, results, out_dir)
+    if chart:
+        files["fanout"] = chart
+
     capacity = [f for f in figures if f.scenario == "capacity" and "bytes_per_socket" in f.extra]
     if capacity:
         fig, ax = plt.subplots(figsize=(8, 4))
@@ -211,3 +216,51 @@ def draw(figures: Sequence[Figures], results: Results, out_dir: Path) -> dict[st
         ax.grid(axis="y", alpha=0.3)
         files["capacity"] = _save(fig, out_dir, "capacity")
     return files
+
+
+def _fanout_chart(
+    figures: Sequence[Figures], series: Sequence[tuple[str, str, str]], results: Results, out_dir: Path
+) -> str | None:
+    """Each variant's median run, step by step: offered deliveries/s against the delivery p99, with
+    the threshold as a line; the raw ASGI broadcaster (the generator's ceiling) dashed."""
+    lines = [(label, "variant", target, profile) for target, profile, label in series]
+    lines.append(("raw ASGI broadcaster (ceiling)", "ceiling", ASGI_HELLO, ""))
+    fig, ax = plt.subplots(figsize=(9, 5))
+    drawn = False
+    for i, (label, kind, target, profile) in enumerate(lines):
+        measurement = next(
+            (
+                m
+                for m in results.measurements
+                if (m.kind, m.target, m.scenario) == (kind, target, "fanout")
+                and (kind == "ceiling" or m.profile == profile)
+            ),
+            None,
+        )
+        run = median_run(measurement) if measurement else None
+        if run is None or not run.steps:
+            continue
+        xs = [step["offered_dps"] for step in run.steps]
+        ys = [max(step["p99_ms"], 0.1) for step in run.steps]
+        style = {"linestyle": "--", "color": "grey"} if kind == "ceiling" else {"color": f"C{i}"}
+        ax.plot(xs, ys, marker="o", label=label, **style)
+        failed = [(x, y) for x, y, step in zip(xs, ys, run.steps, strict=True) if not step["passed"]]
+        if failed:
+            ax.plot(*zip(*failed, strict=True), marker="x", linestyle="none", color="black", markersize=9)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    threshold = float(results.settings.get("fanout", {}).get("p99_ms", 100.0))
+    ax.axhline(threshold, color="red", linestyle=":", label=f"p99 threshold {threshold:g} ms")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    plain = FuncFormatter(lambda value, _: f"{value:,.0f}" if value >= 1 else f"{value:g}")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(plain)
+    ax.set_xlabel("offered deliveries/s (each message's copies owed), the median run's steps")
+    ax.set_ylabel("delivery p99 ms")
+    ax.set_title("Chat fan-out throughput: p99 as the message rate rises (x: the step that failed)")
+    ax.grid(which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save(fig, out_dir, "fanout")

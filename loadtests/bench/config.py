@@ -8,6 +8,7 @@ naming the setting and what it accepts. Fine-grained values are ``SECTION.FIELD=
 
 import argparse
 import dataclasses
+import math
 import os
 import re
 import typing
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loadtests.fanout.generator import SENDER_RATE
 from loadtests.lib import names
 from loadtests.lib.settings import MIN_SEND_INTERVAL
 from stackctl import variants
@@ -24,10 +26,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Scenario names as BENCH_SCENARIOS takes them, in the order a stage runs them. `wrk` measures the
 # HTTP endpoints again with wrk, whose own ceiling is far above Locust's.
-SCENARIOS = ("http", "wrk", "echo", "capacity", "chat", "soak")
-# What runs unless BENCH_SCENARIOS names more: the soak takes half an hour per variant, so it runs
-# only when named (BENCH_SCENARIOS=soak, or with others).
-DEFAULT_SCENARIOS = tuple(name for name in SCENARIOS if name != "soak")
+# `fanout` steps the chat's message rate up to the highest deliveries/s with p99 within a threshold.
+SCENARIOS = ("http", "wrk", "echo", "capacity", "chat", "fanout", "soak")
+# What runs unless BENCH_SCENARIOS names more: the soak takes half an hour per variant, and the
+# fan-out throughput up to three minutes per variant (up to a minute per run, three runs), which
+# would take the three-run bench past its hour; each runs only when named (BENCH_SCENARIOS=fanout).
+ON_REQUEST = ("fanout", "soak")
+DEFAULT_SCENARIOS = tuple(name for name in SCENARIOS if name not in ON_REQUEST)
 DEFAULT_PROJECT = "rtd-bench"
 DEFAULT_OUTPUT = ROOT / "results"
 # A result at or above this share of the generator's ceiling is marked as limited by the generator.
@@ -173,6 +178,20 @@ class ChatSettings:
 
 
 @dataclass(frozen=True)
+class FanoutSettings:
+    rooms: int = 4  # rooms spread deliveries over both replicas and every server process
+    members: int = 50  # per room: each message is delivered 50 times
+    start: float = 20.0  # messages/s of the first step, over all rooms (1,000 deliveries/s)
+    factor: float = 1.5  # each step's rate over the previous one's
+    max_rate: float = 400.0  # messages/s of the last step at most (20,000 deliveries/s)
+    warmup: float = 5.0  # seconds at the first step's rate before the first step (a fresh stack)
+    settle: float = 2.0  # seconds at a step's rate before it is measured
+    duration: float = 4.0  # measured seconds of each step
+    p99_ms: float = 100.0  # a step holds while its delivery p99 stays within this
+    replicas: int = 2  # app containers, so that every room spans replicas (through Redis)
+
+
+@dataclass(frozen=True)
 class CapacitySettings:
     sockets: int = 2000
     spawn_rate: float = 200.0  # handshakes per second while ramping
@@ -194,6 +213,7 @@ class Sections:
     wrk: WrkSettings = WrkSettings()
     echo: EchoSettings = EchoSettings()
     chat: ChatSettings = ChatSettings()
+    fanout: FanoutSettings = FanoutSettings()
     capacity: CapacitySettings = CapacitySettings()
     soak: SoakSettings = SoakSettings()
 
@@ -205,6 +225,9 @@ QUICK = Sections(
     wrk=WrkSettings(connections=8, duration=1.0),
     echo=EchoSettings(users=8, duration=2.0),
     chat=ChatSettings(users=12, rooms=(1, 3), duration=3.0, settle=0.5),
+    fanout=FanoutSettings(
+        rooms=2, members=5, start=10.0, factor=2.0, max_rate=20.0, warmup=0.5, settle=0.5, duration=2.0
+    ),
     capacity=CapacitySettings(sockets=40, spawn_rate=40.0, settle=1.0),
     soak=SoakSettings(minutes=1.0, users=20),  # only when BENCH_SCENARIOS names it
 )
@@ -242,6 +265,10 @@ class BenchConfig:
     @property
     def chat(self) -> ChatSettings:
         return self.sections.chat
+
+    @property
+    def fanout(self) -> FanoutSettings:
+        return self.sections.fanout
 
     @property
     def capacity(self) -> CapacitySettings:
@@ -351,9 +378,38 @@ def validate(config: BenchConfig) -> BenchConfig:
         raise ConfigError(
             f"chat.users ({s.chat.users}) must exceed every room count {s.chat.rooms} (listeners)"
         )
+    _validate_fanout(s.fanout)
     if not s.capacity.path.startswith("/ws/"):
         raise ConfigError(f"capacity.path must be a WebSocket path under /ws/, got {s.capacity.path!r}")
     return config
+
+
+def _validate_fanout(fanout: FanoutSettings) -> None:
+    for name, value in (("fanout.rooms", fanout.rooms), ("fanout.members", fanout.members)):
+        _at_least(value, 1, name)
+    _at_least(fanout.replicas, 1, "fanout.replicas")
+    _at_least(fanout.settle, 0, "fanout.settle")
+    _at_least(fanout.warmup, 0, "fanout.warmup")
+    for name, value in (
+        ("fanout.start", fanout.start),
+        ("fanout.max_rate", fanout.max_rate),
+        ("fanout.duration", fanout.duration),
+        ("fanout.p99_ms", fanout.p99_ms),
+    ):
+        if not (value > 0 and math.isfinite(value)):
+            raise ConfigError(f"{name} must be > 0, got {value!r}")
+    if not (fanout.factor > 1 and math.isfinite(fanout.factor)):
+        raise ConfigError(
+            f"fanout.factor must be > 1 (each step's rate over the last), got {fanout.factor!r}"
+        )
+    if fanout.max_rate < fanout.start:
+        raise ConfigError(f"fanout.max_rate ({fanout.max_rate:g}) must be >= fanout.start ({fanout.start:g})")
+    senders = fanout.rooms * fanout.members
+    if fanout.max_rate > senders * SENDER_RATE:
+        raise ConfigError(
+            f"fanout.max_rate ({fanout.max_rate:g} messages/s) needs more than the {senders} members "
+            f"(fanout.rooms x fanout.members) sending {SENDER_RATE:g}/s each, below the app's rate limit"
+        )
 
 
 def _flag(value: str | None, setting: str) -> bool:

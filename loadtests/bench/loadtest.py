@@ -19,15 +19,19 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from loadtests.bench.config import DEFAULT_OUTPUT, ConfigError, locust_workers, parse_seconds
+from loadtests.bench.config import DEFAULT_OUTPUT, ConfigError, FanoutSettings, locust_workers, parse_seconds
+from loadtests.bench.fanout import FanoutRun
 from loadtests.bench.locust_csv import LOCUSTFILES, LocustRun, spawn_rate
 from loadtests.bench.stack import LOAD_TEST_LIMITS, Stack, StackError, memory_pattern
+from loadtests.fanout import __main__ as fanout_cli
 from loadtests.soak import cli as soak_cli
 from stackctl import inherited_environment, variants
 
 DEFAULT_USERS = {"http": 50, "echo": 100, "chat": 200, "capacity": 1000, "soak": soak_cli.run.DEFAULT_USERS}
 DEFAULT_DURATION = "60s"
 DEFAULT_PROJECT = "realtime-django"  # the Makefile's PROJECT: the user's own stack
+# `fanout` is not Locust: the lean generator of loadtests/fanout, whose options come after --.
+SCENARIOS = (*LOCUSTFILES, "fanout")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -35,7 +39,7 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m loadtests.bench.loadtest", description=__doc__.split("\n\n")[0]
     )
     p.add_argument("--server", required=True, help="variant, one of deploy/servers.txt")
-    p.add_argument("--scenario", default="http", help=f"one of {', '.join(LOCUSTFILES)} (default http)")
+    p.add_argument("--scenario", default="http", help=f"one of {', '.join(SCENARIOS)} (default http)")
     p.add_argument("--users", help="Locust users, one socket each for WebSockets (default per scenario)")
     p.add_argument("--duration", default=DEFAULT_DURATION, help="run time: 60, 60s, 2m, 1m30s (default 60s)")
     p.add_argument("--spawn-rate", help="users started per second (default: all within a second or two)")
@@ -64,13 +68,40 @@ def _positive_int(value: str, setting: str) -> int:
     return number
 
 
-def build(args: argparse.Namespace, out_dir: Path) -> tuple[Stack, LocustRun]:
-    """The stack and the Locust run the arguments describe; ConfigError names a bad one."""
+def build_fanout(args: argparse.Namespace, out_dir: Path) -> tuple[Stack, FanoutRun]:
+    """The fan-out throughput: the generator's options (``-- --rooms 8 ...`` or LOADTEST_ARGS) over the
+    bench's defaults; no users nor duration (the rooms and the steps say both)."""
+    if args.users or args.duration != DEFAULT_DURATION:
+        raise ConfigError("SCENARIO=fanout takes no USERS or DURATION: give --rooms, --members, --max-rate, "
+                          "... in LOADTEST_ARGS (python -m loadtests.fanout --help)")  # fmt: skip
+    replicas = _positive_int(str(args.replicas), "REPLICAS")
+    port = _positive_int(str(args.port), "HTTP_PORT")
+    stack = Stack(server=args.server, project=args.project, http_port=port, replicas=replicas, logs=out_dir)
+    extra = shlex.split(os.environ.get("LOADTEST_ARGS", "")) + list(args.locust_args)
+    try:
+        options = fanout_cli.parser().parse_args(["--host", stack.url, *extra])
+        fanout_cli.plan_of(options)
+    except ValueError as exc:
+        raise ConfigError(f"fanout: {exc}") from None
+    except SystemExit:  # argparse has said what it could not read
+        raise ConfigError(f"fanout: bad generator options {extra}") from None
+    settings = FanoutSettings(
+        rooms=options.rooms, members=options.members, start=options.start, factor=options.factor,
+        max_rate=options.max_rate, warmup=options.warmup, settle=options.settle, duration=options.step,
+        p99_ms=options.p99_ms, replicas=replicas,
+    )  # fmt: skip
+    return stack, FanoutRun(stack.url, settings, out_dir / "fanout.json")
+
+
+def build(args: argparse.Namespace, out_dir: Path) -> tuple[Stack, LocustRun | FanoutRun]:
+    """The stack and the run the arguments describe; ConfigError names a bad one."""
     servers = variants()
     if args.server not in servers:
         raise ConfigError(f"unknown SERVER {args.server!r}; valid: {' '.join(servers)}")
-    if args.scenario not in LOCUSTFILES:
-        raise ConfigError(f"unknown SCENARIO {args.scenario!r}; valid: {' '.join(LOCUSTFILES)}")
+    if args.scenario not in SCENARIOS:
+        raise ConfigError(f"unknown SCENARIO {args.scenario!r}; valid: {' '.join(SCENARIOS)}")
+    if args.scenario == "fanout":
+        return build_fanout(args, out_dir)
     users = _positive_int(args.users, "USERS") if args.users else DEFAULT_USERS[args.scenario]
     seconds = parse_seconds(args.duration, "DURATION")
     replicas = _positive_int(str(args.replicas), "REPLICAS")
@@ -117,7 +148,9 @@ def main(argv: Sequence[str]) -> int:
     out_dir = Path(args.output) / f"{stamp}-{args.server}-{args.scenario}"
     try:
         stack, run = build(args, out_dir)
-        soak_plan = soak_cli.plan_for(run.users) if args.scenario == "soak" else None
+        soak_plan = (
+            soak_cli.plan_for(run.users) if isinstance(run, LocustRun) and args.scenario == "soak" else None
+        )
     except ConfigError as exc:
         print(f"loadtest: {exc}", file=sys.stderr)
         return 2
@@ -146,7 +179,10 @@ def main(argv: Sequence[str]) -> int:
         code = 1
     finally:
         signal.signal(signal.SIGINT, previous)
-    print(f"loadtest: reports in {out_dir}/ (locust.html, locust_stats.csv); Locust exited with {code}")
+    if isinstance(run, FanoutRun):
+        print(f"loadtest: result in {run.output} (every step); the generator exited with {code}")
+    else:
+        print(f"loadtest: reports in {out_dir}/ (locust.html, locust_stats.csv); Locust exited with {code}")
     print(f"loadtest: the stack is still up on {stack.url} (make down PROJECT={stack.project} stops it)")
     return code
 

@@ -178,6 +178,9 @@ def http_tables(index: Index, tool: str) -> list[Table]:
     return tables
 
 
+CEILING_WHAT = {"echo": "WebSocket echo", "fanout": "chat fan-out, deliveries/s (p99 bound)"}
+
+
 def ceiling_section(index: Index, threshold: float) -> Section | None:
     ceiling = [f for f in index.figures if f.kind == "ceiling"]
     if not ceiling:
@@ -191,7 +194,7 @@ def ceiling_section(index: Index, threshold: float) -> Section | None:
         [
             described.get(f.target, f.target),
             f.tool,
-            "WebSocket echo" if f.scenario == "echo" else f"GET {f.case}",
+            CEILING_WHAT.get(f.scenario, f"GET {f.case}"),
             fmt_spread(f.rps, fmt_rate),
             *latency_cells(f),
             fmt_errors(f.failures, f.requests),
@@ -204,7 +207,8 @@ def ceiling_section(index: Index, threshold: float) -> Section | None:
             "Measured first, on this machine, with the same tools and settings as the variants. Any "
             f"throughput at or above {threshold * 100:.0f} % of the same tool's ceiling is marked "
             f"{LIMITED_MARK}: that figure says more about the load generator than about the server. For "
-            "HTTP the ceiling is Nginx answering by itself; for the WebSocket echo it is the raw ASGI echo.",
+            "HTTP the ceiling is Nginx answering by itself; for the WebSocket echo it is the raw ASGI echo; "
+            "for the fan-out throughput, the raw ASGI chat broadcaster (fan-out within each process).",
         ],
         tables=[
             Table(
@@ -403,6 +407,11 @@ def headline_table(index: Index) -> Table | None:
         add(
             f"fan-out p99 ms ({case})",
             lambda t, p, c=case: _cell(index.get(t, p, "chat", c), lambda f: fmt_spread(f.p99, fmt_ms)),
+        )
+    for case in index.cases("fanout", "fanout")[:1]:
+        add(
+            "fan-out deliveries/s (p99 bound)",
+            lambda t, p, c=case: _cell(index.get(t, p, "fanout", c, "fanout"), fmt_rps),
         )
     for case in index.cases("capacity")[:1]:
         add(
@@ -650,6 +659,11 @@ def build_context(
                 else [],
             )
         )
+    from loadtests.bench.fanout_report import fanout_section  # imports this module's Section and Table
+
+    fanout = fanout_section(index, results, chart_files)
+    if fanout is not None:
+        sections.append(fanout)
     capacity = capacity_table(index)
     if capacity is not None:
         sections.append(

@@ -35,6 +35,7 @@ from loadtests.bench.scenarios import (
     Capacity,
     Chat,
     Echo,
+    Fanout,
     HttpLocust,
     HttpWrk,
     Job,
@@ -132,6 +133,7 @@ class Bench:
         self.echo = Echo(config, self.workers)
         self.capacity = Capacity(config, self.workers)
         self.chat = Chat(config, self.workers)
+        self.fanout = Fanout(config, self.workers)
 
     # --- settings and bookkeeping -------------------------------------------------------------
 
@@ -257,7 +259,7 @@ class Bench:
     def stages(self) -> list[Stage]:
         c = self.config
         stages = []
-        if c.ceiling and set(c.scenarios) & {"http", "wrk", "echo"}:
+        if c.ceiling and set(c.scenarios) & {"http", "wrk", "echo", "fanout"}:
             stages.append(self.ceiling_stage())
         if c.interleave and (c.runs("http") or c.runs("wrk")):
             stages.append(self.comparison_stage())
@@ -294,8 +296,9 @@ class Bench:
                 for scenario in (http[target], wrk[target]):
                     if c.runs(scenario.name):
                         stage.steps += self.steps_of(stage, scenario.jobs(target, k))
-            if c.runs("echo"):
-                stage.steps += self.steps_of(stage, self.echo.jobs(Target(ASGI_HELLO, "ceiling"), k))
+            for scenario in (self.echo, self.fanout):  # the raw ASGI echo, and its chat broadcaster
+                if c.runs(scenario.name):
+                    stage.steps += self.steps_of(stage, scenario.jobs(Target(ASGI_HELLO, "ceiling"), k))
         stage.teardown = Step("down", PLAN_DOWN, self.down)
         return stage
 
@@ -348,7 +351,7 @@ class Bench:
         if c.warmup > 0:
             if http_here:
                 stage.steps.append(self.warm_up_step(stage, "http", self.http))
-            if set(c.scenarios) & {"echo", "chat", "capacity"}:
+            if set(c.scenarios) & {"echo", "chat", "fanout", "capacity"}:
                 stage.steps.append(self.warm_up_step(stage, "echo", self.echo))
         scenarios: list[Scenario] = [*([self.http, self.wrk] if http_here else []), self.echo, self.capacity]
         for scenario in scenarios:
@@ -363,6 +366,16 @@ class Bench:
                 )
             )
             stage.steps += self.steps_of(stage, self.chat.rounds(target))
+        if c.runs("fanout"):
+            if not (c.runs("chat") and c.chat.replicas == c.fanout.replicas):
+                stage.steps.append(
+                    Step(
+                        f"scale to {c.fanout.replicas} replicas",
+                        PLAN_SCALE,
+                        lambda: self.scale(stage, c.fanout.replicas),
+                    )
+                )
+            stage.steps += self.steps_of(stage, self.fanout.rounds(target))
         if c.runs("soak"):  # only when named: half an hour per variant (loadtests/bench/soak_stage.py)
             stage.steps.append(
                 Step(

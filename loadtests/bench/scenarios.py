@@ -6,18 +6,21 @@ known. Running a job, recording its rows and adding it to its measurement is the
 them (``Bench.measure``).
 """
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadtests.bench.config import BenchConfig
+from loadtests.bench import fanout
+from loadtests.bench.config import BenchConfig, FanoutSettings
 from loadtests.bench.locust_csv import LocustRun, scenario_options, spawn_rate
 from loadtests.bench.results import Run
 from loadtests.bench.stack import memory_pattern
 from loadtests.bench.tools import Tool
 from loadtests.bench.wrk import WrkRun
+from loadtests.fanout.generator import SENDER_RATE
 from loadtests.lib import names
 
 # Planned seconds of a tool's start, for the progress estimate only.
@@ -260,3 +263,37 @@ class Chat(Scenario):
                 ]),
             ),
         )  # fmt: skip
+
+
+class Fanout(Scenario):
+    """Fan-out throughput: fixed rooms and members, the message rate raised step by step until the
+    delivery p99 crosses its threshold (or anything fails); the lean generator, not Locust, which
+    fires one event per delivery and would be the limit long before the server."""
+
+    name = "fanout"
+
+    def settings(self, target: Target) -> FanoutSettings:
+        """The ceiling steps on, up to what the members may send: it must reach its own limit, and
+        fanning out within each server process, it delivers fewer copies of each message."""
+        settings = self.config.fanout
+        if target.kind != "ceiling":
+            return settings
+        return dataclasses.replace(settings, max_rate=settings.rooms * settings.members * SENDER_RATE)
+
+    def jobs(self, target: Target, k: int) -> list[Job]:
+        settings = self.settings(target)
+        prefix = f"{target.name} " if target.kind == "ceiling" else ""
+        case = fanout.case(settings)
+
+        def command(host: str, run_dir: Path) -> fanout.FanoutRun:
+            return fanout.FanoutRun(host, settings, run_dir / "fanout.json")
+
+        return [
+            Job(
+                target, "fanout", case, "fanout", fanout.ROW,
+                folder=f"fanout-{slug(target.name)}-{k}",
+                label=f"{prefix}fan-out throughput {self.of_round(k)}",
+                planned=fanout.FanoutRun("", settings, Path()).seconds,
+                command=command,
+            )
+        ]  # fmt: skip

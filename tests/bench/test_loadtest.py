@@ -83,3 +83,30 @@ def test_a_bad_soak_minutes_exits_2_before_the_stack_is_touched(tmp_path, monkey
     assert loadtest.main(["--server", "uvicorn", "--scenario", "soak", "--output", str(tmp_path)]) == 2
     assert "SOAK_MINUTES must be" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fanout_runs_the_lean_generator_with_the_given_options(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOADTEST_ARGS", "--rooms 8")
+    stack, run = build(tmp_path, "--scenario", "fanout", "--replicas", "2", "--", "--max-rate", "800")
+    assert stack.replicas == 2
+    assert (run.settings.rooms, run.settings.members, run.settings.max_rate) == (8, 50, 800)
+    command = run.command("python")
+    assert command[:3] == ["python", "-m", "loadtests.fanout"]
+    assert command[command.index("--host") + 1] == "http://127.0.0.1:8000"
+    assert command[command.index("--output") + 1] == str(tmp_path / "fanout.json")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("--users", "10"), "takes no USERS or DURATION"),
+        (("--duration", "2m"), "takes no USERS or DURATION"),
+        (("--", "--factor", "1"), "rates need"),
+        (("--", "--max-rate", "5000"), "needs more than the 200 members"),
+        (("--", "--rooms", "many"), "bad generator options"),
+    ],
+)
+def test_fanout_refuses_bad_options(tmp_path, monkeypatch, argv, message):
+    monkeypatch.delenv("LOADTEST_ARGS", raising=False)
+    with pytest.raises(ConfigError, match=message):
+        build(tmp_path, "--scenario", "fanout", *argv)
