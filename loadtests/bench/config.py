@@ -44,6 +44,9 @@ _PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")  # what compose accepts as 
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
 # The variant is the stage's SERVER: a profile must not swap it behind the report's back.
 RESERVED_PROFILE_VARS = frozenset({"SERVER"})
+# Profile variables that shape the stack rather than the app's environment: as for `make up`, the
+# bench lays the matching compose file over the stack (REDIS_SHARDED=1: compose.redis-sharded.yaml).
+STACK_PROFILE_VARS = frozenset({"REDIS_SHARDED"})
 
 
 class ConfigError(ValueError):
@@ -96,10 +99,19 @@ def select_scenarios(spec: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Profile:
-    """A named set of environment variables given to the app containers (``app`` and ``ws``)."""
+    """A named set of environment variables given to the app containers (``app`` and ``ws``), and
+    the stack's own variables among them (STACK_PROFILE_VARS)."""
 
     name: str
     env: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def app_env(self) -> dict[str, str]:
+        return {key: value for key, value in self.env.items() if key not in STACK_PROFILE_VARS}
+
+    @property
+    def redis_sharded(self) -> bool:
+        return self.env.get("REDIS_SHARDED") == "1"
 
 
 DEFAULT_PROFILE = Profile("default", {})
@@ -135,6 +147,8 @@ def parse_profiles(spec: str) -> tuple[Profile, ...]:
                 )
             if key in env:
                 raise ConfigError(f"profile {name!r}: {key} is set twice")
+            if key in STACK_PROFILE_VARS and value not in ("0", "1"):
+                raise ConfigError(f"profile {name!r}: {key} must be 0 or 1, got {value!r}")
             env[key] = value
         profiles.append(Profile(name, env))
     return tuple(profiles)

@@ -456,7 +456,13 @@ class Bench:
         return next((p for p in self.config.profiles if target and p.name == target.profile), None)
 
     def _new_stack(
-        self, target: Target, folder: Path, compose_files: list[Path], env: dict[str, str], project: str
+        self,
+        target: Target,
+        folder: Path,
+        compose_files: list[Path],
+        env: dict[str, str],
+        project: str,
+        redis_sharded: bool = False,
     ) -> Stack:
         """A stack brought up next (its `up` is the caller's), and taken down with the stage."""
         folder.mkdir(parents=True, exist_ok=True)
@@ -467,15 +473,19 @@ class Bench:
             logs=folder,
             compose_files=compose_files,
             env={**self._stack_env(), **env},
+            redis_sharded=redis_sharded,
         )
         return self.stack
 
     def variant_up(self, stage: Stage, target: Target, profile: Profile) -> None:
         folder = self.stack_folder(stage, target)
-        files = [write_override(folder / "profile.compose.yaml", profile.env)] if profile.env else []
+        app_env = profile.app_env
+        files = [write_override(folder / "profile.compose.yaml", app_env)] if app_env else []
         # The comparison's stacks are up side by side: each its own compose project.
         project = stack_project(self.config.project, self.label(target)) if stage.kind == COMPARISON else None
-        stack = self._new_stack(target, folder, files, {}, project or self.config.project)
+        stack = self._new_stack(
+            target, folder, files, {}, project or self.config.project, redis_sharded=profile.redis_sharded
+        )
         started = time.monotonic()
         stack.up(replicas=1)
         self.check_profile(profile)
@@ -486,14 +496,18 @@ class Bench:
         self._record_stack(stage, target, started, {"profile_env": dict(profile.env)})
 
     def check_profile(self, profile: Profile) -> None:
-        """Every app container runs with the profile's variables (else its figures would lie)."""
+        """Every app container runs with the profile's variables, on the layer it chose (else its
+        figures would lie)."""
         assert self.stack is not None
         for service in ("app", "ws"):
             for container in self.stack.containers(service, names=True):
                 env = self.stack.container_env(container)
-                wrong = {k: env.get(k) for k, v in profile.env.items() if env.get(k) != v}
+                wrong = {k: env.get(k) for k, v in profile.app_env.items() if env.get(k) != v}
                 if wrong:
                     raise StackError(f"{container} lacks profile {profile.name!r}'s {wrong}")
+                shards = len(env.get("REDIS_URL", "").split(","))
+                if shards != (2 if profile.redis_sharded else 1):
+                    raise StackError(f"{container}: REDIS_URL lists {shards} Redis, unlike {profile.name!r}")
 
     def ceiling_up(self, stage: Stage, fixed_port: int) -> None:
         env = {"BENCH_FIXED_PORT": str(fixed_port)}

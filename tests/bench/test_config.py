@@ -36,6 +36,12 @@ def test_profiles(spec, expected):
     assert config.parse_profiles(spec) == expected
 
 
+def test_a_profile_can_shard_the_layer_without_touching_the_apps_environment():
+    one, sharded = config.parse_profiles("one sharded:REDIS_SHARDED=1,METRICS=0")
+    assert (one.redis_sharded, sharded.redis_sharded) == (False, True)
+    assert sharded.app_env == {"METRICS": "0"}  # the stack's variable is not an app variable
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
@@ -48,6 +54,7 @@ def test_profiles(spec, expected):
         ("a:A-B=1", "is not VAR=value"),
         ("a:A=1,A=2", "A is set twice"),
         ("a:SERVER=daphne", "SERVER is chosen by the bench"),
+        ("a:REDIS_SHARDED=yes", "REDIS_SHARDED must be 0 or 1, got 'yes'"),
     ],
 )
 def test_bad_profiles(spec, message):

@@ -182,3 +182,27 @@ def test_the_soak_is_a_step_of_its_own_when_named_and_its_result_is_kept(tmp_pat
     assert (kept["target"], kept["profile"], kept["passed"]) == ("uvicorn", "default", True)
     bench.forget(stage)  # a failed attempt of the stage drops its soak too
     assert bench.results.soaks == []
+
+
+def test_a_sharded_profile_lays_the_sharded_file_and_proves_both_redis(tmp_path, monkeypatch):
+    monkeypatch.setattr(machine, "machine", lambda: {})
+    monkeypatch.setattr(machine, "host_versions", lambda: {})
+    settings = config.load(
+        ["--servers", "uvicorn", "--profiles", "sharded:REDIS_SHARDED=1,METRICS=0"],
+        environ={},
+        known_servers=["uvicorn"],
+    )
+    bench = runner.Bench(settings, tmp_path, [])
+    [profile] = settings.profiles
+    apps = {"REDIS_URL": "redis://redis:6379/0,redis://redis-2:6379/0", "METRICS": "0"}
+    monkeypatch.setattr(runner.Stack, "up", lambda self, replicas=None: None)
+    monkeypatch.setattr(runner.Stack, "containers", lambda self, service=None, names=False: [service])
+    monkeypatch.setattr(runner.Stack, "container_env", lambda self, container: dict(apps))
+    stage = runner.Stage("variant", "uvicorn", profile)
+    bench.variant_up(stage, runner.Target("uvicorn", profile=profile.name), profile)
+    assert bench.stack is not None and bench.stack.redis_sharded
+    [override] = bench.stack.compose_files
+    assert "METRICS" in override.read_text() and "REDIS_SHARDED" not in override.read_text()
+    apps["REDIS_URL"] = "redis://redis:6379/0"  # the overlay missing: the figures would lie
+    with pytest.raises(StackError, match="lists 1 Redis"):
+        bench.check_profile(profile)
