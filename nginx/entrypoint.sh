@@ -113,6 +113,10 @@ check_settings() {
         case $value in *[\;\{\}\"\'\$\\]*) fail "$name contains a character nginx would misread: '$value'" ;; esac
     done
     [ "$UPSTREAM_WATCH_INTERVAL" -gt 0 ] || fail "UPSTREAM_WATCH_INTERVAL must be at least 1"
+    # limit_conn's own range
+    if [ "$WS_CONN_PER_IP" -lt 1 ] || [ "$WS_CONN_PER_IP" -gt 65535 ]; then
+        fail "WS_CONN_PER_IP must be between 1 and 65535, got '$WS_CONN_PER_IP'"
+    fi
     # The status port must never be one the site is published on.
     if [ "$NGINX_STATUS_PORT" = "$NGINX_HTTP_PORT" ] || { [ "$TLS" = 1 ] && [ "$NGINX_STATUS_PORT" = "$NGINX_HTTPS_PORT" ]; }; then
         fail "NGINX_STATUS_PORT ($NGINX_STATUS_PORT) must differ from the site's ports"

@@ -407,6 +407,8 @@ def test_shellcheck():
         ({"TLS": "yes"}, "TLS must be 0 or 1"),
         ({"NGINX_WORKER_PROCESSES": "many"}, "NGINX_WORKER_PROCESSES"),
         ({"NGINX_STATUS_PORT": "status"}, "NGINX_STATUS_PORT must be a whole number"),
+        ({"WS_CONN_PER_IP": "65536"}, "WS_CONN_PER_IP must be between 1 and 65535"),
+        ({"WS_CONN_PER_IP": "0"}, "WS_CONN_PER_IP must be between 1 and 65535"),
         ({"NGINX_HTTP_PORT": "8090", "NGINX_STATUS_PORT": "8090"}, "NGINX_STATUS_PORT (8090) must differ"),
     ],
 )
