@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from typing import Any
 
 from tests.cluster.cluster import STACK, Cluster
 from tests.faults.clients import InBackground, unique_room
@@ -121,3 +122,16 @@ def kill_the_primary_under_chat_load(cluster: Cluster) -> tuple[Failover, dict[s
         stored={int(message_id): body for message_id, body in rows},
     )
     return failover, placement
+
+
+def reconnections(failover: Failover) -> dict[str, Any]:
+    """Per client: seconds from the kill to its first socket opened after it, and the handshakes
+    refused meanwhile (what a slow recovery is made of)."""
+    opened = []
+    for client in failover.clients:
+        after = [s.opened - failover.kill_started for s in client.sessions if s.opened > failover.killed_at]
+        opened.append(round(min(after), 1) if after else None)
+    return {
+        "reopened_after_s": sorted(opened, key=lambda value: (value is None, value)),
+        "refused_handshakes": sum(client.refused for client in failover.clients),
+    }

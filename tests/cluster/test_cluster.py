@@ -38,7 +38,7 @@ import pytest
 
 from tests.cluster.cluster import EDGE, NODES, SERVER, STACK, WORKER, Cluster, require_cluster_host
 from tests.cluster.conftest import REPORT
-from tests.cluster.redis_failover import kill_the_primary_under_chat_load
+from tests.cluster.redis_failover import kill_the_primary_under_chat_load, reconnections
 from tests.faults.clients import (
     ClientsInBackground,
     HttpLoad,
@@ -302,6 +302,7 @@ def test_redis_primary_killed_under_chat_load_with_sentinels_on_three_nodes(clus
         "promoted_after_s": round(promoted_at(failover) or -1, 1),
         "chat_again_after_s": round(recovered, 1),
         "sockets_open_at_the_kill": dict(sockets),
+        **reconnections(failover),
         "acknowledged": len(acked),
         "acknowledged_missing_in_db": len(missing),
         "reported_failed": sum(len(client.failed) for client in failover.clients),
