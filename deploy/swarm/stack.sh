@@ -3,7 +3,8 @@
 #
 #   stack.sh deploy      docker stack deploy (create or update), then `wait`
 #   stack.sh config      print what `deploy` would deploy (docker stack config), deploy nothing
-#   stack.sh wait        until every service runs its tasks healthy and the one-shot tasks are done
+#   stack.sh wait        until every service runs its tasks healthy (no update under way) and the
+#                        one-shot tasks are done
 #   stack.sh rm          remove the stack and wait until its containers and networks are gone
 #   stack.sh purge       `rm`, then remove the stack's volumes too (the database!)
 #
