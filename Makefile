@@ -256,8 +256,8 @@ cluster-start:
 	$(CLUSTER_SH) load-images
 
 .PHONY: cluster-deploy
-cluster-deploy: check-server ## The stack across the cluster: make cluster-deploy SERVER=<variant> [REPLICAS=n] [STACK=name]
-	STACK=$(STACK) $(if $(filter command line,$(origin REPLICAS)),REPLICAS=$(REPLICAS)) $(CLUSTER_SH) deploy
+cluster-deploy: check-server ## The stack across the cluster: make cluster-deploy SERVER=<variant> [REPLICAS=n] [STACK=name] [REDIS_HA=1]
+	STACK=$(STACK) REDIS_HA=$(REDIS_HA) $(if $(filter command line,$(origin REPLICAS)),REPLICAS=$(REPLICAS)) $(CLUSTER_SH) deploy
 
 .PHONY: cluster-down
 cluster-down: ## Remove the cluster: engines, containers, namespaces, cgroups, data roots

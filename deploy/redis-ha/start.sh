@@ -30,6 +30,7 @@
 #   REDIS_SENTINELS      the sentinels, host:port,... (as the app's setting)
 #   REDIS_SENTINEL_MASTER  the name the sentinels give the primary (default mymaster)
 #   SENTINEL_QUORUM, SENTINEL_DOWN_AFTER_MS, SENTINEL_FAILOVER_TIMEOUT_MS   sentinels only (below)
+#   SENTINEL_DIR         a folder the sentinel may write, for its configuration file (default /data)
 # The Redis servers' own options come from the container's command (compose.yaml's `redis`).
 set -euo pipefail
 
@@ -73,11 +74,26 @@ current_primary() {
     address_of "$declared_primary"
 }
 
+# This container's own address: by its name, or, where its name resolves only once it is healthy
+# (Swarm's DNS lists healthy tasks only), by its host name, which /etc/hosts maps to its address.
+own_address() {
+    local own
+    own=$(address_of "$self")
+    [[ -n $own ]] || own=$(address_of "$(hostname)")
+    echo "$own"
+}
+
 start_redis() {
     local primary own
     primary=$(current_primary)
-    own=$(address_of "$self")
+    own=$(own_address)
     [[ -n $own ]] || { log "cannot find my own address ($self)"; exit 1; }
+    # Only the declared primary may start as the primary when nobody answers (the first start): a
+    # replica waits for it (exits, and its orchestrator starts it again), never a second primary.
+    if [[ -z $primary && $self != "$declared_primary" ]]; then
+        log "no primary found: neither the sentinels nor $declared_primary answer"
+        exit 1
+    fi
     # A full copy goes from memory to memory, at once: nothing of the channel layer's is kept on
     # disk, and a replica that waits for its copy cannot be promoted.
     set -- "$@" --repl-diskless-sync yes --repl-diskless-sync-delay 0 --repl-diskless-load on-empty-db
@@ -91,18 +107,19 @@ start_redis() {
 }
 
 start_sentinel() {
-    local primary config=/data/sentinel.conf
+    local primary dir=${SENTINEL_DIR:-/data}
+    local config=$dir/sentinel.conf
     primary=$(current_primary)
     [[ -n $primary ]] || { log "no primary found: neither the sentinels nor $declared_primary answer"; exit 1; }
     log "watching $primary as $master"
     # Sentinel rewrites its configuration file as it learns (replicas, other sentinels, failovers):
-    # the file lives in the container's writable /data. Its id is derived from its name, so that
+    # the file lives in a writable folder of the container (SENTINEL_DIR). Its id is derived from its name, so that
     # a restarted sentinel is the same one to the others, at a new address, not one more they
     # would have to forget (SENTINEL RESET).
     cat >"$config" <<EOF
 port $sentinel_port
 protected-mode no
-dir /data
+dir $dir
 sentinel myid $(printf '%s' "$self" | sha1sum | cut -c1-40)
 sentinel monitor $master $primary $redis_port ${SENTINEL_QUORUM:-2}
 sentinel down-after-milliseconds $master ${SENTINEL_DOWN_AFTER_MS:-2000}

@@ -297,13 +297,14 @@ down() {
 }
 
 # The images the stack runs, into each node that may run them (no registry between the nodes):
-# the app's everywhere, Nginx's on the edge node, PostgreSQL's and Redis' on the data node. Images
-# named on the command line go to every node.
+# the app's and Redis' everywhere (with REDIS_HA=1 the replica and the sentinels run on every
+# node), Nginx's on the edge node, PostgreSQL's on the data node. Images named on the command line
+# go to every node.
 node_images() {
     local n=$1
-    echo "${APP_IMAGE:-realtime-django-stack:local}"
+    echo "${APP_IMAGE:-realtime-django-stack:local}" "${REDIS_IMAGE:-redis:7.4}"
     ((n == MANAGER)) && echo "${NGINX_IMAGE:-nginx:1.28}"
-    ((n == DB_NODE)) && echo "${REDIS_IMAGE:-redis:7.4}" "${POSTGRES_IMAGE:-postgres:17}"
+    ((n == DB_NODE)) && echo "${POSTGRES_IMAGE:-postgres:17}"
     return 0
 }
 
@@ -325,6 +326,10 @@ deploy() {
         SWARM_EDGE_CONSTRAINT='node.labels.edge == true' \
         SWARM_DB_CONSTRAINT='node.labels.db == true' \
         SWARM_REDIS_CONSTRAINT='node.labels.db == true' \
+        SWARM_REDIS_REPLICA_CONSTRAINT='node.labels.db != true' \
+        SWARM_SENTINEL_1_CONSTRAINT='node.labels.zone == node1' \
+        SWARM_SENTINEL_2_CONSTRAINT='node.labels.zone == node2' \
+        SWARM_SENTINEL_3_CONSTRAINT='node.labels.zone == node3' \
         SWARM_APP_SPREAD=node.labels.zone \
         REPLICAS="${REPLICAS:-$CLUSTER_NODES}" \
         SWARM_RESOLVE_IMAGE=never \

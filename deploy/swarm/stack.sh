@@ -3,7 +3,8 @@
 #
 #   stack.sh deploy      docker stack deploy (create or update), then `wait`
 #   stack.sh config      print what `deploy` would deploy (docker stack config), deploy nothing
-#   stack.sh wait        until every service runs its tasks healthy and the one-shot tasks are done
+#   stack.sh wait        until every service runs its tasks healthy (no update under way) and the
+#                        one-shot tasks are done
 #   stack.sh rm          remove the stack and wait until its containers and networks are gone
 #   stack.sh purge       `rm`, then remove the stack's volumes too (the database!)
 #
@@ -184,9 +185,15 @@ derive() {
 
 # --- Waiting ----------------------------------------------------------------------------------------
 
-# One line per service that is not there yet (empty output: the stack has converged).
+# One line per service that is not there yet (empty output: the stack has converged). A service
+# whose rolling update is under way counts all its tasks running, the old ones included.
 pending_services() {
-    local name replicas short current desired
+    local name replicas short current desired services
+    mapfile -t services < <(docker stack services -q "$STACK")
+    ((${#services[@]} > 0)) || return 0
+    docker service inspect --format '{{.Spec.Name}} {{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}' \
+        "${services[@]}" | awk -v prefix="${STACK}_" '
+            $2 == "updating" || $2 == "rollback_started" { print substr($1, length(prefix) + 1) ": update " $2 }'
     while read -r name replicas; do
         short=${name#"${STACK}"_}
         if [[ " $ONE_SHOT_SERVICES " == *" $short "* ]]; then

@@ -12,11 +12,16 @@ only; the app's three tasks are spread over the three nodes. Through Nginx, in t
   (a message neither acknowledged nor refused is counted in the figures);
 * (full form) node3 boots again, rejoins, and receives tasks again when the app scales out;
 * (full form) a rolling update across the nodes under HTTP load fails no request;
+* (full form) the stack deployed again with Redis with Sentinel (REDIS_HA=1: primary and replica on
+  different nodes, one sentinel per node), and the primary's container killed under chat load: the
+  sentinels promote the replica, no open socket is left silent, the clients chat again within
+  RECOVERY_LIMIT seconds, no acknowledged message is lost, and the old primary comes back as a
+  replica (tests/cluster/redis_failover.py, the compose scenario's clients and checks);
 * ``make cluster-down`` leaves nothing: no process, namespace, cgroup or data root. The module's
   fixture runs it too, also when a step failed.
 
 ``make test-cluster`` runs all of it; ``make test-cluster-short`` (in ``make test``) leaves out the
-two steps marked ``cluster_full``. The figures are printed at the end (conftest.py).
+steps marked ``cluster_full``. The figures are printed at the end (conftest.py).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import pytest
 
 from tests.cluster.cluster import EDGE, NODES, SERVER, STACK, WORKER, Cluster, require_cluster_host
 from tests.cluster.conftest import REPORT
+from tests.cluster.redis_failover import kill_the_primary_under_chat_load, reconnections
 from tests.faults.clients import (
     ClientsInBackground,
     HttpLoad,
@@ -44,6 +50,7 @@ from tests.faults.clients import (
 )
 from tests.faults.stack import wait_until
 from tests.faults.test_no_data_loss import SendersInBackground
+from tests.faults.test_redis_failover import RECOVERY_LIMIT, Failover, heard_again_at, promoted_at
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1800)]
 
@@ -271,6 +278,69 @@ def test_rolling_update_across_nodes_loses_no_request(cluster: Cluster) -> None:
     assert failures(outcomes) == [], summary(outcomes)
     hosts = {outcome.served_by for outcome in outcomes}
     assert {t.hostname for t in before} & hosts and {t.hostname for t in after} <= hosts
+
+
+@pytest.mark.cluster_full
+def test_redis_primary_killed_under_chat_load_with_sentinels_on_three_nodes(cluster: Cluster) -> None:
+    """The stack deployed again with REDIS_HA=1, then the compose failover scenario across nodes."""
+    started = time.monotonic()
+    deployed = cluster.make("cluster-deploy", "REDIS_HA=1")
+    assert deployed.returncode == 0, f"cluster-deploy REDIS_HA=1 failed:\n{deployed.stderr[-3000:]}"
+    deploy_s = time.monotonic() - started
+    failover, placement = kill_the_primary_under_chat_load(cluster)
+
+    sockets = Counter(outcome for _, outcome in socket_outcomes(failover))
+    acked = {text: i for client in failover.clients for text, i in client.acked.items()}
+    missing = [text for text, i in acked.items() if failover.stored.get(i) != text]
+    silent = [text for client in failover.clients for text in client.silent]
+    ready = [status for when, status, _ in failover.readyz if when > failover.kill_started]
+    recovered = heard_again_at(failover)
+    back = failover.old_primary_back
+    REPORT["redis_primary_killed"] = {
+        "redeploy_with_sentinels_s": round(deploy_s),
+        "placement": placement,
+        "promoted_after_s": round(promoted_at(failover) or -1, 1),
+        "chat_again_after_s": round(recovered, 1),
+        "sockets_open_at_the_kill": dict(sockets),
+        **reconnections(failover),
+        "acknowledged": len(acked),
+        "acknowledged_missing_in_db": len(missing),
+        "reported_failed": sum(len(client.failed) for client in failover.clients),
+        "silently_dropped": len(silent),
+        "readyz_not_200_probes": sum(status != 200 for status in ready),
+        "old_primary_back_as": back.get("role"),
+    }
+    assert len(set(placement.values()) - {placement["redis"]}) == 2, placement
+    assert placement["redis-replica"] != placement["redis"], placement
+    assert len({placement[f"sentinel-{n}"] for n in (1, 2, 3)}) == 3, placement
+    assert failover.new_primary not in ("", failover.old_primary), failover.new_primary
+    assert "not the replica" not in failover.new_primary, failover.new_primary
+    assert failover.new_primary_replication["role"] == "master"
+    assert sockets and set(sockets) <= {"kept working", "told, then 1013"}, sockets
+    assert recovered <= RECOVERY_LIMIT, f"chat worked again only {recovered:.1f} s after the kill"
+    assert max(failover.fresh_members.values()) > 1, failover.fresh_members  # rooms cross tasks again
+    assert acked and missing == [], missing[:10]
+    assert silent == [], silent[:10]
+    assert ready and ready[-1] == 200, ready
+    assert (back["role"], back["master_host"], back["master_link_status"]) == (
+        "slave", failover.new_primary, "up"
+    ), back  # fmt: skip
+
+
+def socket_outcomes(failover: Failover) -> list[tuple[str, str]]:
+    """Each socket open at the kill: told (layer_unavailable, then 1013), or still served after it."""
+    outcomes = []
+    for client in failover.clients:
+        for session in (s for s in client.sessions if s.open_at(failover.kill_started)):
+            if session.closed is None:
+                served = any(when > failover.killed_at for when, _ in session.heard)
+                outcome = "kept working" if served else f"left silent after {session.errors}"
+            elif session.close_code == 1013 and session.errors[:1] == ["layer_unavailable"]:
+                outcome = "told, then 1013"
+            else:
+                outcome = f"closed {session.close_code} after {session.errors}"
+            outcomes.append((client.name, outcome))
+    return outcomes
 
 
 def test_cluster_down_leaves_nothing(cluster: Cluster) -> None:

@@ -309,11 +309,38 @@ def test_redis_ha_adds_a_replica_and_three_sentinels(rendered_redis_ha: dict[str
         assert service["entrypoint"][:2] == ["bash", "/etc/redis-ha/start.sh"]
         assert service["deploy"]["replicas"] == 1 and service["deploy"]["endpoint_mode"] == "dnsrr"
         assert service["read_only"] and service["cap_drop"] == ["ALL"] and service["user"] == "999:999"
-        assert {"type": "tmpfs", "target": "/data"} in service["volumes"]
+        # A sentinel writes its file: in /tmp, as Swarm gives a tmpfs the image folder's owner.
+        scratch = "/tmp" if name in SENTINELS else "/data"
+        assert {"type": "tmpfs", "target": scratch} in service["volumes"]
+    assert {services[name]["environment"]["SENTINEL_DIR"] for name in SENTINELS} == {"/tmp"}
     assert [services[name]["command"] for name in SENTINELS] == [["sentinel"]] * 3
     # The Redis servers keep stack.yaml's options (no persistence, bounded memory).
     assert services["redis-replica"]["command"] == services["redis"]["command"]
     assert services["redis"]["entrypoint"][2:] == services["redis-replica"]["entrypoint"][2:] == ["redis"]
+
+
+def test_redis_ha_members_go_anywhere_unless_placed(
+    rendered_redis_ha: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """One node by default; on several, each member where its setting says (cluster.sh sets them)."""
+    members = {
+        "redis": "SWARM_REDIS_CONSTRAINT",
+        "redis-replica": "SWARM_REDIS_REPLICA_CONSTRAINT",
+        **{name: f"SWARM_{name.upper().replace('-', '_')}_CONSTRAINT" for name in SENTINELS},
+    }
+
+    def constraints(rendered: dict[str, Any]) -> dict[str, list[str]]:
+        return {name: rendered["services"][name]["deploy"]["placement"]["constraints"] for name in members}
+
+    assert set(map(tuple, constraints(rendered_redis_ha).values())) == {("node.platform.os == linux",)}
+    placed = render(
+        tmp_path_factory,
+        REDIS_HA="1",
+        **{setting: f"node.labels.m == {name}" for name, setting in members.items()},
+    )
+    assert constraints(placed) == {name: [f"node.labels.m == {name}"] for name in members}
+    # Only the placement differs: the sentinels keep their own resources.
+    assert placed["services"]["sentinel-1"]["deploy"]["resources"]["limits"]["memory"] == "67108864"  # 64M
 
 
 def test_redis_ha_start_script_is_a_versioned_config(rendered_redis_ha: dict[str, Any]) -> None:
