@@ -50,7 +50,12 @@ from tests.faults.clients import (
 )
 from tests.faults.stack import wait_until
 from tests.faults.test_no_data_loss import SendersInBackground
-from tests.faults.test_redis_failover import RECOVERY_LIMIT, Failover, heard_again_at, promoted_at
+from tests.faults.test_redis_failover import (
+    RECOVERY_LIMIT,
+    heard_again_at,
+    promoted_at,
+    socket_outcomes,
+)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1800)]
 
@@ -325,22 +330,6 @@ def test_redis_primary_killed_under_chat_load_with_sentinels_on_three_nodes(clus
     assert (back["role"], back["master_host"], back["master_link_status"]) == (
         "slave", failover.new_primary, "up"
     ), back  # fmt: skip
-
-
-def socket_outcomes(failover: Failover) -> list[tuple[str, str]]:
-    """Each socket open at the kill: told (layer_unavailable, then 1013), or still served after it."""
-    outcomes = []
-    for client in failover.clients:
-        for session in (s for s in client.sessions if s.open_at(failover.kill_started)):
-            if session.closed is None:
-                served = any(when > failover.killed_at for when, _ in session.heard)
-                outcome = "kept working" if served else f"left silent after {session.errors}"
-            elif session.close_code == 1013 and session.errors[:1] == ["layer_unavailable"]:
-                outcome = "told, then 1013"
-            else:
-                outcome = f"closed {session.close_code} after {session.errors}"
-            outcomes.append((client.name, outcome))
-    return outcomes
 
 
 def test_cluster_down_leaves_nothing(cluster: Cluster) -> None:

@@ -411,8 +411,8 @@ def test_the_sentinels_promote_the_replica(failover: Failover) -> None:
     assert promoted_at(failover) is not None
 
 
-def test_no_open_socket_is_left_silent(failover: Failover) -> None:
-    """Open at the kill: told (layer_unavailable, then 1013), or still served afterwards."""
+def socket_outcomes(failover: Failover) -> list[tuple[str, str]]:
+    """Each socket open at the kill: told (layer_unavailable, then 1013), or still served after it."""
     outcomes = []
     for client in failover.clients:
         for session in (s for s in client.sessions if s.open_at(failover.kill_started)):
@@ -424,6 +424,12 @@ def test_no_open_socket_is_left_silent(failover: Failover) -> None:
             else:
                 outcome = f"closed {session.close_code} after {session.errors}"
             outcomes.append((client.name, outcome))
+    return outcomes
+
+
+def test_no_open_socket_is_left_silent(failover: Failover) -> None:
+    """Open at the kill: told (layer_unavailable, then 1013), or still served afterwards."""
+    outcomes = socket_outcomes(failover)
     REPORT.append(
         {
             "variant": failover.variant,
