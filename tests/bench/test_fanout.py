@@ -2,7 +2,6 @@
 its settings, its report section; and the generator's counts against a broadcaster on 127.0.0.1."""
 
 import asyncio
-import itertools
 import json
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from loadtests.bench.results import Results, Run
 from loadtests.fanout import __main__ as cli
 from loadtests.fanout.generator import FanoutRun, Plan
 from loadtests.fanout.steps import MIN_DELIVERIES, StepResult, geometric_rates, judge, sustained
+from tests.loadtests.chat_server import Broadcaster
 
 # --- steps ----------------------------------------------------------------------------------------
 
@@ -209,34 +209,6 @@ def test_report_renders_the_section_and_its_chart(tmp_path):
 
 
 # --- the generator against a broadcaster on 127.0.0.1 ---------------------------------------------
-
-
-class Broadcaster:
-    """The chat's frames, fanned out in one process; optionally as two "processes" that each fan
-    out only to their own members, as the ceiling's raw ASGI app does under several workers."""
-
-    def __init__(self, processes: int = 1) -> None:
-        self.rooms: dict[tuple[str, str], set[ServerConnection]] = {}
-        self.received = 0
-        self.processes = processes
-        self.tokens: dict[str, itertools.cycle] = {}  # per room: its members alternate "processes"
-
-    async def handler(self, ws: ServerConnection) -> None:
-        names = [f"p{i}" for i in range(self.processes)] if self.processes > 1 else [None]
-        token = next(self.tokens.setdefault(ws.request.path, itertools.cycle(names)))
-        key = (ws.request.path, token)
-        await ws.send(json.dumps({"type": "chat.history", "messages": [], "process": token}))
-        members = self.rooms.setdefault(key, set())
-        members.add(ws)
-        try:
-            async for text in ws:
-                self.received += 1
-                frame = json.dumps({"type": "chat.message", "id": self.received,
-                                    "message": json.loads(text)["message"]})  # fmt: skip
-                for member in list(members):
-                    await member.send(frame)
-        finally:
-            members.discard(ws)
 
 
 @pytest.mark.parametrize("processes", [1, 2])

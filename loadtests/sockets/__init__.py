@@ -1,0 +1,1 @@
+"""How many idle chat sockets a stack holds: ``python -m loadtests.sockets`` (see __main__)."""

@@ -1,0 +1,153 @@
+"""loadtests/sockets: the step logic, and exact counts against a chat stand-in on 127.0.0.1."""
+
+import asyncio
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from http import HTTPStatus
+
+import pytest
+from websockets.asyncio.server import ServerConnection, serve
+
+from loadtests.sockets import __main__ as cli
+from loadtests.sockets.plan import (
+    Plan,
+    PlanError,
+    Step,
+    bytes_per_socket,
+    parse_steps,
+    source_addresses,
+    summary,
+)
+from loadtests.sockets.run import CapacityRun, memory_by_component
+from tests.loadtests.chat_server import Broadcaster
+
+
+@pytest.mark.parametrize("text", ["", "10,5", "0,5", "5,5", "a,b"])
+def test_bad_steps_are_refused(text):
+    with pytest.raises(PlanError, match="--steps"):
+        parse_steps(text)
+
+
+def test_sources_stay_on_the_loopback_range():
+    assert source_addresses("127.0.0.1", 3) == ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+    with pytest.raises(PlanError, match="leave the loopback range"):
+        source_addresses("127.255.255.255", 2)
+    with pytest.raises(PlanError, match="IPv4"):
+        source_addresses("localhost", 1)
+
+
+def test_processes_and_sources_follow_the_largest_step():
+    plan = Plan("http://127.0.0.1:1", steps=(2000, 20000))
+    assert plan.processes == 3  # 8,000 sockets at most per process: under the 20,000 open files
+    assert plan.sources == ["127.0.0.1", "127.0.0.2"]  # 10,000 per source address
+
+
+def test_a_step_holds_only_when_nothing_failed():
+    assert Step(100, open=100, delivered=100).judge().held
+    refused = Step(100, open=90, delivered=90, handshake_failures=Counter({"HTTP 503": 10})).judge()
+    assert not refused.held and refused.why == "handshakes failed: HTTP 503 x10"
+    dropped = Step(100, open=99, delivered=99, dropped=Counter({"closed 1006": 1})).judge()
+    assert dropped.why == "sockets dropped: closed 1006 x1"
+    missed = Step(100, open=100, delivered=97).judge()
+    assert missed.why == "3 of 100 sockets missed the broadcast"
+    assert summary([Step(10, open=10, delivered=10).judge(), missed]) == {
+        "held": 10,
+        "stopped": "100 sockets: 3 of 100 sockets missed the broadcast",
+    }
+
+
+def test_memory_per_socket_is_each_components_growth():
+    baseline = {"app": {"a_app_1": 100, "a_app_2": 100}, "nginx": {"a_nginx_1": 50}}
+    now = {"app": {"a_app_1": 1100, "a_app_2": 1100}, "nginx": {"a_nginx_1": 250}}
+    assert bytes_per_socket(baseline, now, 100) == {"app": 20, "nginx": 2}
+    stats = "".join(
+        f"{name}\t{size} / 1GiB\n"
+        for name, size in [("p_app_1", "10MiB"), ("p_ws_1", "1MiB"), ("p_nginx_1", "2MiB"),
+                           ("p_redis_1", "3MiB"), ("q_app_1", "9MiB")]
+    )  # fmt: skip
+    found = memory_by_component("p", lambda: stats)
+    assert found == {
+        "app": {"p_app_1": 10 << 20, "p_ws_1": 1 << 20},
+        "nginx": {"p_nginx_1": 2 << 20},
+        "redis": {"p_redis_1": 3 << 20},
+    }
+
+
+class ChatInAThread:
+    """The chat stand-in, served from a thread of its own (the run blocks this one), refusing
+    handshakes past ``limit`` with HTTP 503, and noting the address each socket came from."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.broadcaster = Broadcaster()
+        self.limit = limit
+        self.accepted = 0
+        self.sources: Counter[str] = Counter()
+        self.ready = threading.Event()
+        self.port = 0
+
+    def refuse_past_the_limit(self, connection: ServerConnection, request: object) -> object:
+        if self.limit is not None and self.accepted >= self.limit:
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "full\n")
+        self.accepted += 1
+        self.sources[connection.remote_address[0]] += 1
+        return None
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        async with serve(
+            self.broadcaster.handler, "127.0.0.1", 0, process_request=self.refuse_past_the_limit
+        ) as server:
+            self.port = server.sockets[0].getsockname()[1]
+            self.ready.set()
+            await stop.wait()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@pytest.fixture
+def chat(request: pytest.FixtureRequest) -> Iterator[ChatInAThread]:
+    chat = ChatInAThread(getattr(request, "param", None))
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    thread = threading.Thread(target=loop.run_until_complete, args=(chat.serve(stop),), daemon=True)
+    thread.start()
+    assert chat.ready.wait(10)
+    yield chat
+    loop.call_soon_threadsafe(stop.set)
+    thread.join(10)
+
+
+def test_every_socket_is_held_and_gets_every_broadcast(chat):
+    # Two processes and three source addresses, as 20,000 sockets would take, at a small scale.
+    plan = Plan(
+        chat.url, steps=(10, 25), rate=200, settle=0.2, delivery_timeout=10, per_process=15, per_source=9
+    )
+    found = CapacityRun(plan).run()
+    assert found["processes"] == 2 and found["sources"] == ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+    assert [(s["open"], s["delivered"], s["held"]) for s in found["steps"]] == [
+        (10, 10, True),
+        (25, 25, True),
+    ]
+    assert found["held"] == 25 and found["stopped"] == "every step held"
+    # The broadcasts' socket comes on top of the held ones, opened once, from the first address.
+    assert set(chat.sources) == {"127.0.0.1", "127.0.0.2", "127.0.0.3"}
+    assert sum(chat.sources.values()) == 25 + 1
+
+
+@pytest.mark.parametrize("chat", [11], indirect=True)
+def test_the_run_stops_at_the_first_refusal_and_says_so(chat):
+    plan = Plan(chat.url, steps=(5, 10, 20, 40), rate=200, settle=0.1, delivery_timeout=5)
+    found = CapacityRun(plan).run()
+    # 5 and 10 held (11 accepted: the 10 and the broadcasts' own socket, opened first)...
+    assert [s["held"] for s in found["steps"]] == [True, True, False]
+    # ... and the step of 20 found the limit.
+    failed = found["steps"][-1]
+    assert failed["handshake_failures"] == {"HTTP 503": 10}
+    assert found["held"] == 10 and found["stopped"].startswith("20 sockets: handshakes failed: HTTP 503 x10")
+
+
+def test_the_command_line_refuses_bad_settings(capsys):
+    assert cli.main(["--host", "http://127.0.0.1:1", "--steps", "5,1"]) == 2
+    assert "--steps must rise" in capsys.readouterr().err
