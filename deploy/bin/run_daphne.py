@@ -25,8 +25,8 @@ later), and the stack documents those codes for every server; so:
    memory by every broadcast for as long as the socket lives.
 
 The first two are covered by tests/integration (close codes per server), the third by
-tests/deploy/test_run_daphne.py and tests/faults, the fourth by tests/security (sockets that never
-read, under broadcast); run it with Daphne's usual arguments:
+tests/deploy/test_run_daphne.py and tests/faults, the fourth by tests/deploy/test_run_daphne.py and
+tests/security (sockets that never read, under broadcast); run it with Daphne's usual arguments:
 ``run_daphne.py --fd 3 config.asgi:application``.
 
 It also runs Daphne's Twisted reactor on uvloop, as every other variant runs (``DAPHNE_LOOP=asyncio``

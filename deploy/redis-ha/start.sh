@@ -30,7 +30,8 @@
 #   REDIS_SENTINELS      the sentinels, host:port,... (as the app's setting)
 #   REDIS_SENTINEL_MASTER  the name the sentinels give the primary (default mymaster)
 #   SENTINEL_QUORUM, SENTINEL_DOWN_AFTER_MS, SENTINEL_FAILOVER_TIMEOUT_MS   sentinels only (below)
-#   SENTINEL_DIR         a folder the sentinel may write, for its configuration file (default /data)
+#   SENTINEL_DIR         a folder the sentinel may write, for its configuration file (sentinels only;
+#                        compose.redis-ha.yaml and deploy/swarm/redis-ha.yaml set it)
 # The Redis servers' own options come from the container's command (compose.yaml's `redis`).
 set -euo pipefail
 
@@ -107,15 +108,15 @@ start_redis() {
 }
 
 start_sentinel() {
-    local primary dir=${SENTINEL_DIR:-/data}
+    local primary dir=${SENTINEL_DIR:?set SENTINEL_DIR, a folder the sentinel may write}
     local config=$dir/sentinel.conf
     primary=$(current_primary)
     [[ -n $primary ]] || { log "no primary found: neither the sentinels nor $declared_primary answer"; exit 1; }
     log "watching $primary as $master"
     # Sentinel rewrites its configuration file as it learns (replicas, other sentinels, failovers):
-    # the file lives in a writable folder of the container (SENTINEL_DIR). Its id is derived from its name, so that
-    # a restarted sentinel is the same one to the others, at a new address, not one more they
-    # would have to forget (SENTINEL RESET).
+    # the file lives in a writable folder of the container (SENTINEL_DIR). Its id is derived from
+    # its name, so that a restarted sentinel is the same one to the others, at a new address, not
+    # one more they would have to forget (SENTINEL RESET).
     cat >"$config" <<EOF
 port $sentinel_port
 protected-mode no
