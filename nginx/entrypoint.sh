@@ -59,6 +59,7 @@ ws_host_for() {
 : "${NGINX_TMP_DIR:=/tmp/nginx}"        # rendered config, pid, temp files (the root fs is read-only)
 : "${UPSTREAM_WATCH_INTERVAL:=1}"       # seconds between DNS checks
 : "${NGINX_WORKER_PROCESSES:=auto}"     # auto = one per CPU the host shows; set a number under tight limits
+: "${NGINX_WORKER_CONNECTIONS:=16384}"  # per worker, client and app sides both: a WebSocket takes two
 TEMPLATE_DIR=$(cd "$(dirname "$0")" && pwd)
 NGINX_STATIC_ROOT=${NGINX_STATIC_ROOT%/}
 NGINX_CONF_DIR=$NGINX_TMP_DIR/conf
@@ -66,14 +67,14 @@ NGINX_CONF_DIR=$NGINX_TMP_DIR/conf
 export APP_HOST WS_HOST APP_PORT REQUEST_BODY_MAX_BYTES WS_READ_TIMEOUT NGINX_SHUTDOWN_TIMEOUT \
     API_RATE API_BURST WS_HANDSHAKE_RATE WS_HANDSHAKE_BURST WS_CONN_PER_IP NGINX_RESOLVER \
     TLS_CERT_FILE TLS_KEY_FILE NGINX_HTTP_PORT NGINX_HTTPS_PORT NGINX_STATUS_PORT NGINX_STATIC_ROOT \
-    NGINX_TMP_DIR NGINX_WORKER_PROCESSES
+    NGINX_TMP_DIR NGINX_WORKER_PROCESSES NGINX_WORKER_CONNECTIONS
 
 # Only these are replaced in the templates; nginx's own $variables are left alone.
 # shellcheck disable=SC2016
 TEMPLATE_VARS='${REQUEST_BODY_MAX_BYTES} ${WS_READ_TIMEOUT} ${NGINX_SHUTDOWN_TIMEOUT} ${API_RATE}
 ${API_BURST} ${WS_HANDSHAKE_RATE} ${WS_HANDSHAKE_BURST} ${WS_CONN_PER_IP} ${NGINX_RESOLVER}
 ${TLS_CERT_FILE} ${TLS_KEY_FILE} ${NGINX_HTTP_PORT} ${NGINX_HTTPS_PORT} ${NGINX_STATUS_PORT} ${NGINX_STATIC_ROOT}
-${NGINX_TMP_DIR} ${NGINX_WORKER_PROCESSES} ${HTTPS_REDIRECT_PORT} ${TLS_LISTEN_HTTP2} ${TLS_HTTP2}'
+${NGINX_TMP_DIR} ${NGINX_WORKER_PROCESSES} ${NGINX_WORKER_CONNECTIONS} ${NGINX_WORKER_FILES} ${HTTPS_REDIRECT_PORT} ${TLS_LISTEN_HTTP2} ${TLS_HTTP2}'
 # shellcheck disable=SC2016
 UPSTREAM_VARS='${APP_SERVERS} ${WS_SERVERS}'
 
@@ -96,7 +97,7 @@ check_settings() {
     value=
     for name in APP_PORT REQUEST_BODY_MAX_BYTES WS_READ_TIMEOUT NGINX_SHUTDOWN_TIMEOUT API_BURST \
         WS_HANDSHAKE_BURST WS_CONN_PER_IP HTTPS_PUBLIC_PORT NGINX_HTTP_PORT NGINX_HTTPS_PORT NGINX_STATUS_PORT \
-        UPSTREAM_WATCH_INTERVAL; do
+        UPSTREAM_WATCH_INTERVAL NGINX_WORKER_CONNECTIONS; do
         eval "value=\$$name"
         is_uint "$value" || fail "$name must be a whole number, got '$value'"
     done
@@ -124,6 +125,7 @@ check_settings() {
     if [ "$NGINX_WORKER_PROCESSES" != auto ] && ! is_uint "$NGINX_WORKER_PROCESSES"; then
         fail "NGINX_WORKER_PROCESSES must be auto or a number, got '$NGINX_WORKER_PROCESSES'"
     fi
+    check_worker_files
     # The servers ping every WS_PING_INTERVAL seconds; an idle socket must see traffic before nginx's
     # read timeout closes it. Checked when the compose file passes the value on to this container.
     if [ -n "${WS_PING_INTERVAL:-}" ] &&
@@ -141,6 +143,25 @@ check_settings() {
             ;;
         *) fail "TLS must be 0 or 1, got '$TLS'" ;;
     esac
+}
+
+# Every connection of a worker is an open file, and a worker also holds its logs, listening sockets
+# and config files: worker_rlimit_nofile is worker_connections plus this reserve.
+FILES_RESERVE=512
+
+# A non-root nginx cannot raise its open-files hard limit, and above it nginx would only log an alert
+# and run with fewer connections than configured: refuse to start instead, with the numbers.
+check_worker_files() {
+    [ "$NGINX_WORKER_CONNECTIONS" -ge 512 ] || fail "NGINX_WORKER_CONNECTIONS must be at least 512, got '$NGINX_WORKER_CONNECTIONS'"
+    NGINX_WORKER_FILES=$((NGINX_WORKER_CONNECTIONS + FILES_RESERVE))
+    export NGINX_WORKER_FILES
+    # POSIX sh has no `ulimit -H`; Linux shows the hard limit in /proc.
+    hard=$(awk '/^Max open files/ { print $5 }' /proc/self/limits)
+    if [ "$hard" != unlimited ] && [ "$NGINX_WORKER_FILES" -gt "$hard" ]; then
+        fail "NGINX_WORKER_CONNECTIONS=$NGINX_WORKER_CONNECTIONS needs $NGINX_WORKER_FILES open files per worker," \
+            "over this container's hard limit of $hard: lower it, or raise the container's nofile ulimit" \
+            "(more workers, NGINX_WORKER_PROCESSES, hold more connections within the same limit)"
+    fi
 }
 
 # --- Upstreams ------------------------------------------------------------------------------------

@@ -78,7 +78,6 @@ INTERNAL: dict[str, str] = {
     "NGINX_STATIC_ROOT": "the static volume's mount point in Nginx's container",
     "NGINX_TMP_DIR": "the writable tmpfs of Nginx's read-only container",
     "UPSTREAM_WATCH_INTERVAL": "the entry point's DNS poll; compose and Swarm do not pass it",
-    "NGINX_WORKER_PROCESSES": "not passed by compose or Swarm: Nginx sizes itself (auto)",
     "NGINX_SHUTDOWN_TIMEOUT": "not passed by compose or Swarm: bound to their fixed 30 s stop grace",
     "SERVERS_FILE": "where compose mounts deploy/servers.txt in Nginx's container",
     "SERVERS_REGISTRY": "where compose mounts deploy/registry.sh, the registry's reader, in Nginx",

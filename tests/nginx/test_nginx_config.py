@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -380,6 +381,8 @@ def test_config_test_passes(workspace: Workspace):
     assert "client_max_body_size 1048576;" in rendered
     assert "proxy_read_timeout 60s;" in rendered
     assert "worker_shutdown_timeout 20s;" in rendered
+    assert "worker_connections 16384;" in rendered
+    assert "worker_rlimit_nofile 16896;" in rendered  # the connections and a reserve of 512
     assert "rate=50r/s" in rendered and "burst=100 nodelay" in rendered
     assert "rate=10r/s" in rendered and "burst=20 nodelay" in rendered
     assert "limit_conn ws_conn 100;" in rendered
@@ -406,6 +409,8 @@ def test_shellcheck():
         ({"TLS": "1"}, "TLS_CERT_FILE"),
         ({"TLS": "yes"}, "TLS must be 0 or 1"),
         ({"NGINX_WORKER_PROCESSES": "many"}, "NGINX_WORKER_PROCESSES"),
+        ({"NGINX_WORKER_CONNECTIONS": "lots"}, "NGINX_WORKER_CONNECTIONS must be a whole number"),
+        ({"NGINX_WORKER_CONNECTIONS": "100"}, "NGINX_WORKER_CONNECTIONS must be at least 512"),
         ({"NGINX_STATUS_PORT": "status"}, "NGINX_STATUS_PORT must be a whole number"),
         ({"WS_CONN_PER_IP": "65536"}, "WS_CONN_PER_IP must be between 1 and 65535"),
         ({"WS_CONN_PER_IP": "0"}, "WS_CONN_PER_IP must be between 1 and 65535"),
@@ -416,6 +421,24 @@ def test_bad_settings_are_refused(workspace: Workspace, settings, message):
     result = workspace.render(workspace.env(**settings))
     assert result.returncode == 64
     assert message in result.stderr
+
+
+def test_worker_connections_beyond_the_open_files_limit_are_refused(workspace: Workspace):
+    """nginx itself would only log an alert and run with fewer connections than configured."""
+    env = workspace.env(NGINX_WORKER_CONNECTIONS="4096")
+    entrypoint = shlex.quote(str(ENTRYPOINT))
+    result = subprocess.run(
+        ["sh", "-c", f"ulimit -n 4000 && exec sh {entrypoint} render"], env=env, user=NOBODY, group=NOBODY,
+        extra_groups=[], capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 64
+    assert "NGINX_WORKER_CONNECTIONS=4096 needs 4608 open files per worker" in result.stderr
+    assert "hard limit of 4000" in result.stderr
+    raised = subprocess.run(
+        ["sh", "-c", f"ulimit -n 4608 && exec sh {entrypoint} render"], env=env, user=NOBODY, group=NOBODY,
+        extra_groups=[], capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert raised.returncode == 0, raised.stderr
 
 
 # --- The watcher's address set -> upstream servers -------------------------------------------------
