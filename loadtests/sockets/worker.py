@@ -56,7 +56,9 @@ class Worker:
                 failed[failure_reason(exc)] += 1
                 return
             if history.get("type") != "chat.history":
-                failed[f"first frame {history.get('type') or history.get('code')}"] += 1
+                # The app's refusal names its cause (error storage_unavailable: no history in time).
+                words = [str(history[key]) for key in ("type", "code") if key in history]
+                failed[" ".join(["first frame", *words])] += 1
                 await ws.close()
                 return
         self.sockets.add(ws)

@@ -1,6 +1,7 @@
 """loadtests/sockets: the step logic, and exact counts against a chat stand-in on 127.0.0.1."""
 
 import asyncio
+import json
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -93,10 +94,11 @@ class ChatInAThread:
         self.sources[connection.remote_address[0]] += 1
         return None
 
+    async def handler(self, ws: ServerConnection) -> None:
+        await self.broadcaster.handler(ws)
+
     async def serve(self, stop: asyncio.Event) -> None:
-        async with serve(
-            self.broadcaster.handler, "127.0.0.1", 0, process_request=self.refuse_past_the_limit
-        ) as server:
+        async with serve(self.handler, "127.0.0.1", 0, process_request=self.refuse_past_the_limit) as server:
             self.port = server.sockets[0].getsockname()[1]
             self.ready.set()
             await stop.wait()
@@ -146,6 +148,40 @@ def test_the_run_stops_at_the_first_refusal_and_says_so(chat):
     failed = found["steps"][-1]
     assert failed["handshake_failures"] == {"HTTP 503": 10}
     assert found["held"] == 10 and found["stopped"].startswith("20 sockets: handshakes failed: HTTP 503 x10")
+
+
+class ChatRefusingInItsFirstFrame(ChatInAThread):
+    """Accepts every handshake, but past ``frames`` sockets answers with the app's error frame
+    instead of the history, as the app does when its history read misses its deadline."""
+
+    def __init__(self, frames: int) -> None:
+        super().__init__()
+        self.frames = frames
+        self.answered = 0
+
+    async def handler(self, ws: ServerConnection) -> None:
+        self.answered += 1
+        if self.answered > self.frames:
+            await ws.send(json.dumps({"type": "error", "code": "storage_unavailable", "detail": "later"}))
+            await ws.close(1013)
+            return
+        await super().handler(ws)
+
+
+def test_an_error_frame_instead_of_the_history_is_named_by_its_code():
+    chat = ChatRefusingInItsFirstFrame(frames=8)
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    thread = threading.Thread(target=loop.run_until_complete, args=(chat.serve(stop),), daemon=True)
+    thread.start()
+    assert chat.ready.wait(10)
+    try:
+        found = CapacityRun(Plan(chat.url, steps=(5, 10), rate=200, settle=0.1, delivery_timeout=5)).run()
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+    # 8 answered: the broadcasts' socket and 7 of the step of 10; 3 got the error frame.
+    assert found["steps"][-1]["handshake_failures"] == {"first frame error storage_unavailable": 3}
 
 
 def test_the_command_line_refuses_bad_settings(capsys):
