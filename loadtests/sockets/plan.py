@@ -98,6 +98,7 @@ class Step:
     open: int = 0  # open when the broadcast went out
     handshake_failures: Counter[str] = field(default_factory=Counter)
     dropped: Counter[str] = field(default_factory=Counter)  # open sockets the server or a proxy closed
+    out_of_memory: Counter[str] = field(default_factory=Counter)  # container -> kills by its memory limit
     delivered: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     memory: dict[str, dict[str, int]] = field(default_factory=dict)  # component -> container -> bytes
@@ -117,6 +118,10 @@ class Step:
             reasons.append("sockets dropped: " + counted(self.dropped))
         if self.missing:
             reasons.append(f"{self.missing} of {self.open} sockets missed the broadcast")
+        if self.out_of_memory:
+            # Named apart: the sockets a killed process held show up above only as "closed 1006".
+            killed = counted(self.out_of_memory)
+            reasons.append(f"out of memory (a process killed at its container's limit): {killed}")
         self.held, self.why = not reasons, "; ".join(reasons)
         return self
 
@@ -128,6 +133,7 @@ class Step:
             "seconds_to_open": round(self.seconds, 1),
             "handshake_failures": dict(self.handshake_failures),
             "dropped": dict(self.dropped),
+            "out_of_memory": dict(self.out_of_memory),
             "delivered": self.delivered,
             "missing": self.missing,
             "broadcast_p50_ms": round(percentile(ordered, 0.5), 1),

@@ -11,6 +11,7 @@ import json
 import multiprocessing
 import re
 import subprocess
+import threading
 import time
 import uuid
 from collections import Counter
@@ -33,6 +34,7 @@ COMPONENTS = {
     "redis": r"[_-]redis(-2)?[_-]\d+$",
 }
 BROADCAST_TIMEOUT = 15.0
+OOM_EVENT_DELAY = 1.0  # seconds for a kill's event to come through `docker events`
 
 
 def memory_by_component(project: str, stats: Callable[[], str] | None = None) -> dict[str, dict[str, int]]:
@@ -42,6 +44,50 @@ def memory_by_component(project: str, stats: Callable[[], str] | None = None) ->
         component: memory.parse_docker_stats(output, f"^{re.escape(project)}{pattern}")
         for component, pattern in COMPONENTS.items()
     }
+
+
+class OutOfMemoryWatch:
+    """The project's containers where the kernel killed a process at the container's memory limit.
+
+    Docker reports each kill as an ``oom`` event, also when the container lives on (a server
+    restarts its killed worker), and the sockets that process held show up only as "closed 1006".
+    The events are followed live: the daemon keeps only its last few hundred events, and the
+    health checks of a stack fill those within minutes.
+    """
+
+    def __init__(self, project: str, argv: list[str] | None = None) -> None:
+        self.argv = argv or [
+            "docker", "events", "--filter", "event=oom", "--filter",
+            f"label=com.docker.compose.project={project}", "--format", "{{.Actor.Attributes.name}}",
+        ]  # fmt: skip
+        self.kills: list[str] = []
+        self.lock = threading.Lock()
+        self.process: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> "OutOfMemoryWatch":
+        self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            self.argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        threading.Thread(target=self._follow, args=(self.process,), daemon=True).start()
+        return self
+
+    def _follow(self, process: "subprocess.Popen[str]") -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.strip():
+                with self.lock:
+                    self.kills.append(line.strip())
+
+    def take(self) -> Counter[str]:
+        """The kills since the last call."""
+        with self.lock:
+            kills, self.kills = self.kills, []
+        return Counter(kills)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
 
 
 def docker_stats() -> str:
@@ -65,6 +111,7 @@ class CapacityRun:
         self.sender: ClientConnection | None = None
         self.resources = contextlib.ExitStack()
         self.processes: list[multiprocessing.process.BaseProcess] = []
+        self.oom: OutOfMemoryWatch | None = None
 
     # --- the workers --------------------------------------------------------------------------
 
@@ -155,6 +202,9 @@ class CapacityRun:
             dropped.update(answer["dropped"])
         step.dropped = dropped - self.dropped_before
         self.dropped_before = dropped
+        if self.oom is not None:
+            time.sleep(OOM_EVENT_DELAY)
+            step.out_of_memory = self.oom.take()
 
     # --- the run ------------------------------------------------------------------------------
 
@@ -162,8 +212,10 @@ class CapacityRun:
         baseline = memory_by_component(self.project) if self.project else {}
         steps: list[Step] = []
         self.dropped_before: Counter[str] = Counter()
-        self.start_workers()
         try:
+            if self.project:
+                self.oom = self.resources.enter_context(OutOfMemoryWatch(self.project))
+            self.start_workers()
             self.sender = self.resources.enter_context(self.open_sender())
             self.sender.recv(timeout=BROADCAST_TIMEOUT)  # the history frame
             held = 0

@@ -3,6 +3,7 @@
 import asyncio
 import json
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from http import HTTPStatus
@@ -20,7 +21,7 @@ from loadtests.sockets.plan import (
     source_addresses,
     summary,
 )
-from loadtests.sockets.run import CapacityRun, memory_by_component
+from loadtests.sockets.run import CapacityRun, OutOfMemoryWatch, memory_by_component
 from tests.loadtests.chat_server import Broadcaster
 
 
@@ -50,12 +51,28 @@ def test_a_step_holds_only_when_nothing_failed():
     assert not refused.held and refused.why == "handshakes failed: HTTP 503 x10"
     dropped = Step(100, open=99, delivered=99, dropped=Counter({"closed 1006": 1})).judge()
     assert dropped.why == "sockets dropped: closed 1006 x1"
+    killed = Step(100, open=100, delivered=100, out_of_memory=Counter({"p_app_2": 2})).judge()
+    assert killed.why == "out of memory (a process killed at its container's limit): p_app_2 x2"
     missed = Step(100, open=100, delivered=97).judge()
     assert missed.why == "3 of 100 sockets missed the broadcast"
     assert summary([Step(10, open=10, delivered=10).judge(), missed]) == {
         "held": 10,
         "stopped": "100 sockets: 3 of 100 sockets missed the broadcast",
     }
+
+
+def test_the_out_of_memory_watch_counts_each_containers_kills_since_it_was_last_asked():
+    # A stand-in for `docker events`: two kills in one container, one in another, then silence.
+    events = ["sh", "-c", "echo p_app_2; echo p_app_2; echo p_nginx_1; exec sleep 30"]
+    with OutOfMemoryWatch("p", argv=events) as watch:
+        deadline = time.monotonic() + 10
+        kills: Counter[str] = Counter()
+        while sum(kills.values()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            kills += watch.take()
+        assert kills == Counter({"p_app_2": 2, "p_nginx_1": 1})
+        assert watch.take() == Counter()  # each kill is counted once
+    assert watch.process is not None and watch.process.poll() is not None  # stopped with the run
 
 
 def test_memory_per_socket_is_each_components_growth():
