@@ -102,6 +102,7 @@ class Step:
     delivered: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     memory: dict[str, dict[str, int]] = field(default_factory=dict)  # component -> container -> bytes
+    cpu_percent: dict[str, float] = field(default_factory=dict)  # component -> % of one core, idle sockets
     seconds: float = 0.0  # to open the step's sockets
     held: bool = False
     why: str = ""
@@ -141,6 +142,7 @@ class Step:
             "broadcast_max_ms": round(ordered[-1], 1) if ordered else 0.0,
             "memory_bytes": {component: sum(found.values()) for component, found in self.memory.items()},
             "bytes_per_socket": bytes_per_socket(baseline, self.memory, self.open),
+            "cpu_percent": self.cpu_percent,
             "held": self.held,
             "why": self.why,
         }

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -37,13 +38,39 @@ BROADCAST_TIMEOUT = 15.0
 OOM_EVENT_DELAY = 1.0  # seconds for a kill's event to come through `docker events`
 
 
-def memory_by_component(project: str, stats: Callable[[], str] | None = None) -> dict[str, dict[str, int]]:
-    """Each component's containers and their memory in use (``docker stats``), for ``project``."""
+# docker stats: memory in use (memory.DOCKER_FORMAT's two fields), then the share of a CPU.
+STATS_FORMAT = memory.DOCKER_FORMAT + "\t{{.CPUPerc}}"
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Each component's containers: memory in use (bytes) and CPU (per cent of one core)."""
+
+    memory: dict[str, dict[str, int]]
+    cpu_percent: dict[str, float]
+
+
+def usage_by_component(project: str, stats: Callable[[], str] | None = None) -> Usage:
+    """``docker stats`` of ``project``'s containers, summed by component."""
     output = (stats or docker_stats)()
-    return {
-        component: memory.parse_docker_stats(output, f"^{re.escape(project)}{pattern}")
-        for component, pattern in COMPONENTS.items()
+    patterns = {
+        component: re.compile(f"^{re.escape(project)}{pattern}") for component, pattern in COMPONENTS.items()
     }
+    memory_lines = "\n".join("\t".join(line.split("\t")[:2]) for line in output.splitlines())
+    cpu = dict.fromkeys(COMPONENTS, 0.0)
+    for line in output.splitlines():
+        fields = line.split("\t")
+        if len(fields) != 3 or not fields[2].strip().endswith("%"):
+            continue
+        for component, pattern in patterns.items():
+            if pattern.search(fields[0]):
+                cpu[component] += float(fields[2].strip().rstrip("%"))
+    return Usage(
+        memory={
+            component: memory.parse_docker_stats(memory_lines, p.pattern) for component, p in patterns.items()
+        },
+        cpu_percent={component: round(value, 1) for component, value in cpu.items()},
+    )
 
 
 class OutOfMemoryWatch:
@@ -92,7 +119,7 @@ class OutOfMemoryWatch:
 
 def docker_stats() -> str:
     completed = subprocess.run(  # noqa: S603 - fixed argv, no shell
-        ["docker", "stats", "--no-stream", "--format", memory.DOCKER_FORMAT],  # noqa: S607 - docker on PATH
+        ["docker", "stats", "--no-stream", "--format", STATS_FORMAT],  # noqa: S607 - docker on PATH
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     return completed.stdout
@@ -188,7 +215,8 @@ class CapacityRun:
     def measure(self, step: Step, number: int) -> None:
         time.sleep(self.plan.settle)
         if self.project:
-            step.memory = memory_by_component(self.project)
+            usage = usage_by_component(self.project)
+            step.memory, step.cpu_percent = usage.memory, usage.cpu_percent
         sender = self.broadcast(number)
         answers = self.ask_all(
             [("collect", sender, self.plan.delivery_timeout)] * len(self.pipes),
@@ -209,7 +237,7 @@ class CapacityRun:
     # --- the run ------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        baseline = memory_by_component(self.project) if self.project else {}
+        baseline = usage_by_component(self.project).memory if self.project else {}
         steps: list[Step] = []
         self.dropped_before: Counter[str] = Counter()
         try:

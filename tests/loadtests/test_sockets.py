@@ -21,7 +21,7 @@ from loadtests.sockets.plan import (
     source_addresses,
     summary,
 )
-from loadtests.sockets.run import CapacityRun, OutOfMemoryWatch, memory_by_component
+from loadtests.sockets.run import CapacityRun, OutOfMemoryWatch, usage_by_component
 from tests.loadtests.chat_server import Broadcaster
 
 
@@ -75,17 +75,19 @@ def test_the_out_of_memory_watch_counts_each_containers_kills_since_it_was_last_
     assert watch.process is not None and watch.process.poll() is not None  # stopped with the run
 
 
-def test_memory_per_socket_is_each_components_growth():
+def test_memory_per_socket_is_each_components_growth_and_cpu_is_summed_by_component():
     baseline = {"app": {"a_app_1": 100, "a_app_2": 100}, "nginx": {"a_nginx_1": 50}}
     now = {"app": {"a_app_1": 1100, "a_app_2": 1100}, "nginx": {"a_nginx_1": 250}}
     assert bytes_per_socket(baseline, now, 100) == {"app": 20, "nginx": 2}
     stats = "".join(
-        f"{name}\t{size} / 1GiB\n"
-        for name, size in [("p_app_1", "10MiB"), ("p_ws_1", "1MiB"), ("p_nginx_1", "2MiB"),
-                           ("p_redis_1", "3MiB"), ("q_app_1", "9MiB")]
-    )  # fmt: skip
-    found = memory_by_component("p", lambda: stats)
-    assert found == {
+        f"{name}\t{size} / 1GiB\t{cpu}%\n"
+        for name, size, cpu in [("p_app_1", "10MiB", "50.5"), ("p_ws_1", "1MiB", "2.25"),
+                                ("p_nginx_1", "2MiB", "7.0"), ("p_redis_1", "3MiB", "0.1"),
+                                ("q_app_1", "9MiB", "99.0")]
+    ) + "\n"  # fmt: skip
+    found = usage_by_component("p", lambda: stats)
+    assert found.cpu_percent == {"app": 52.8, "nginx": 7.0, "redis": 0.1}  # q_app_1 is another stack's
+    assert found.memory == {
         "app": {"p_app_1": 10 << 20, "p_ws_1": 1 << 20},
         "nginx": {"p_nginx_1": 2 << 20},
         "redis": {"p_redis_1": 3 << 20},
