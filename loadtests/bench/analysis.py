@@ -96,8 +96,9 @@ def _server_extra(scenario: str, case: str, row: str, runs: list[Run]) -> dict[s
     extra: dict[str, Spread] = {}
     # Capacity runs open sockets and hold them: CPU per handshake would be mostly idle time. A figure
     # needs every run's server side: a median of the runs that happened to have one would mislead.
-    # Fan-out runs step through rates: their server side spans every step, their figure is one step.
-    if scenario in ("capacity", "fanout") or any(run.server is None for run in runs):
+    # Fan-out runs step through rates, sockets runs through counts: their server side spans every
+    # step, their figure is one step.
+    if scenario in ("capacity", "fanout", "sockets") or any(run.server is None for run in runs):
         return extra
     measured = [(run.server or {}, (run.rows or {})[row]) for run in runs]
     for key, source in (

@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.ticker import FuncFormatter
 
+from loadtests.bench import sockets
 from loadtests.bench.analysis import ASGI_HELLO, NGINX_FIXED, Figures, median_run
 from loadtests.bench.results import Results
 from loadtests.bench.stats import Spread
@@ -195,6 +196,10 @@ def draw(figures: Sequence[Figures], results: Results, out_dir: Path) -> dict[st
     if chart:
         files["fanout"] = chart
 
+    chart = _sockets_chart(figures, series, results, out_dir)
+    if chart:
+        files["sockets"] = chart
+
     capacity = [f for f in figures if f.scenario == "capacity" and "bytes_per_socket" in f.extra]
     if capacity:
         fig, ax = plt.subplots(figsize=(8, 4))
@@ -264,3 +269,50 @@ def _fanout_chart(
     ax.grid(which="both", alpha=0.3)
     ax.legend(fontsize="small")
     return _save(fig, out_dir, "fanout")
+
+
+def _sockets_chart(
+    figures: Sequence[Figures], series: Sequence[tuple[str, str, str]], results: Results, out_dir: Path
+) -> str | None:
+    """Left, the sockets each variant held; right, memory per socket of the app, Nginx and Redis at
+    the first run's largest step that held (fresh containers), a group per component."""
+    found = [
+        (target, profile, label, f)
+        for target, profile, label in series
+        if (f := _find(figures, target=target, profile=profile, scenario="sockets", kind="variant"))
+    ]
+    if not found:
+        return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    spreads = [f.rps for *_, f in found]
+    left.bar(
+        [label for _, _, label, _ in found],
+        [s.median for s in spreads],
+        yerr=[[s.median - s.low for s in spreads], [s.high - s.median for s in spreads]],
+        capsize=3,
+        color=[f"C{i}" for i in range(len(found))],
+    )
+    left.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
+    left.set_ylabel("sockets held (median, min-max)")
+    left.set_title("Idle WebSockets held before a step failed")
+    left.tick_params(axis="x", rotation=30)
+    left.grid(axis="y", alpha=0.3)
+
+    def kib_per_socket(target: str, profile: str, component: str) -> Spread | None:
+        measurement = sockets.measurement(results, target, profile)
+        memory = sockets.first_run_memory(measurement) if measurement else None
+        if memory is None or component not in memory[1]:
+            return None
+        kib = memory[1][component] / 1024
+        return Spread(kib, kib, kib, 1)
+
+    components = list(sockets.COMPONENTS)
+    drawn = _bars(right, components, [(t, p, label) for t, p, label, _ in found], kib_per_socket)
+    right.set_xticks(range(len(components)), list(sockets.COMPONENTS.values()))
+    right.set_ylabel("KiB per socket (first run)")
+    right.set_title("Memory per socket at the largest step held")
+    if drawn:
+        right.legend(fontsize="small")
+    else:  # no step held, or the tool read no memory
+        right.text(0.5, 0.5, "not measured", ha="center", va="center", transform=right.transAxes)
+    return _save(fig, out_dir, "sockets")

@@ -20,6 +20,7 @@ from typing import Any
 from loadtests.fanout.generator import SENDER_RATE
 from loadtests.lib import names
 from loadtests.lib.settings import MIN_SEND_INTERVAL
+from loadtests.sockets.plan import DEFAULT_STEPS, PlanError, parse_steps
 from stackctl import variants
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,11 +28,13 @@ ROOT = Path(__file__).resolve().parents[2]
 # Scenario names as BENCH_SCENARIOS takes them, in the order a stage runs them. `wrk` measures the
 # HTTP endpoints again with wrk, whose own ceiling is far above Locust's.
 # `fanout` steps the chat's message rate up to the highest deliveries/s with p99 within a threshold.
-SCENARIOS = ("http", "wrk", "echo", "capacity", "chat", "fanout", "soak")
-# What runs unless BENCH_SCENARIOS names more: the soak takes half an hour per variant, and the
-# fan-out throughput up to three minutes per variant (up to a minute per run, three runs), which
-# would take the three-run bench past its hour; each runs only when named (BENCH_SCENARIOS=fanout).
-ON_REQUEST = ("fanout", "soak")
+# `sockets` steps idle chat sockets up until a step fails, in a stack of its own (a larger Nginx).
+SCENARIOS = ("http", "wrk", "echo", "capacity", "chat", "fanout", "sockets", "soak")
+# What runs unless BENCH_SCENARIOS names more: the soak takes half an hour per variant, the
+# fan-out throughput up to three minutes per variant (up to a minute per run, three runs), and the
+# sockets to the limit several minutes per variant and a stack of their own, which would take the
+# three-run bench past its hour; each runs only when named (BENCH_SCENARIOS=fanout).
+ON_REQUEST = ("fanout", "sockets", "soak")
 DEFAULT_SCENARIOS = tuple(name for name in SCENARIOS if name not in ON_REQUEST)
 DEFAULT_PROJECT = "rtd-bench"
 DEFAULT_OUTPUT = ROOT / "results"
@@ -41,6 +44,8 @@ GENERATOR_THRESHOLD = 0.8
 _PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")  # what compose accepts as a project name
+# A memory limit as compose takes it: bytes, or a number with b, k, m or g (NGINX_MEMORY_LIMIT).
+_MEMORY = re.compile(r"^[1-9][0-9]*[bkmg]?$", re.IGNORECASE)
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
 # The variant is the stage's SERVER: a profile must not swap it behind the report's back.
 RESERVED_PROFILE_VARS = frozenset({"SERVER"})
@@ -206,6 +211,20 @@ class FanoutSettings:
 
 
 @dataclass(frozen=True)
+class SocketsSettings:
+    """Idle chat sockets stepped up until a step fails (loadtests/sockets), in a stack whose Nginx
+    can hold them: a process may hold 20,000 open files on this host, so a worker at most ~9,700
+    WebSockets (each takes two connections, client and app), and Nginx needs about 28 KB a socket."""
+
+    steps: tuple[int, ...] = DEFAULT_STEPS  # socket counts, rising
+    rate: float = 500.0  # handshakes per second
+    settle: float = 5.0  # seconds after a step's last handshake before it is measured
+    replicas: int = 2  # app containers: every broadcast crosses the channel layer
+    nginx_workers: int = 4  # NGINX_WORKER_PROCESSES of the stage's stack
+    nginx_memory: str = "1g"  # NGINX_MEMORY_LIMIT of the stage's stack
+
+
+@dataclass(frozen=True)
 class CapacitySettings:
     sockets: int = 2000
     spawn_rate: float = 200.0  # handshakes per second while ramping
@@ -229,6 +248,7 @@ class Sections:
     chat: ChatSettings = ChatSettings()
     fanout: FanoutSettings = FanoutSettings()
     capacity: CapacitySettings = CapacitySettings()
+    sockets: SocketsSettings = SocketsSettings()
     soak: SoakSettings = SoakSettings()
 
 
@@ -243,6 +263,7 @@ QUICK = Sections(
         rooms=2, members=5, start=10.0, factor=2.0, max_rate=20.0, warmup=0.5, settle=0.5, duration=2.0
     ),
     capacity=CapacitySettings(sockets=40, spawn_rate=40.0, settle=1.0),
+    sockets=SocketsSettings(steps=(20, 50), rate=50.0, settle=1.0),  # only when BENCH_SCENARIOS names it
     soak=SoakSettings(minutes=1.0, users=20),  # only when BENCH_SCENARIOS names it
 )
 
@@ -287,6 +308,10 @@ class BenchConfig:
     @property
     def capacity(self) -> CapacitySettings:
         return self.sections.capacity
+
+    @property
+    def sockets(self) -> SocketsSettings:
+        return self.sections.sockets
 
     @property
     def soak(self) -> SoakSettings:
@@ -393,6 +418,7 @@ def validate(config: BenchConfig) -> BenchConfig:
             f"chat.users ({s.chat.users}) must exceed every room count {s.chat.rooms} (listeners)"
         )
     _validate_fanout(s.fanout)
+    _validate_sockets(s.sockets)
     if not s.capacity.path.startswith("/ws/"):
         raise ConfigError(f"capacity.path must be a WebSocket path under /ws/, got {s.capacity.path!r}")
     return config
@@ -423,6 +449,25 @@ def _validate_fanout(fanout: FanoutSettings) -> None:
         raise ConfigError(
             f"fanout.max_rate ({fanout.max_rate:g} messages/s) needs more than the {senders} members "
             f"(fanout.rooms x fanout.members) sending {SENDER_RATE:g}/s each, below the app's rate limit"
+        )
+
+
+def _validate_sockets(sockets: SocketsSettings) -> None:
+    try:  # the tool's own rule, so that the bench refuses what the tool would
+        parse_steps(",".join(map(str, sockets.steps)))
+    except PlanError:
+        raise ConfigError(
+            f"sockets.steps must be socket counts rising from at least 1, got {sockets.steps!r}"
+        ) from None
+    if not (sockets.rate > 0 and math.isfinite(sockets.rate)):
+        raise ConfigError(f"sockets.rate must be > 0 handshakes per second, got {sockets.rate!r}")
+    if not (sockets.settle >= 0 and math.isfinite(sockets.settle)):
+        raise ConfigError(f"sockets.settle must be >= 0 seconds, got {sockets.settle!r}")
+    _at_least(sockets.replicas, 1, "sockets.replicas")
+    _at_least(sockets.nginx_workers, 1, "sockets.nginx_workers")
+    if not _MEMORY.match(sockets.nginx_memory):
+        raise ConfigError(
+            f"sockets.nginx_memory must be a memory limit such as 1g or 768m, got {sockets.nginx_memory!r}"
         )
 
 

@@ -10,7 +10,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from loadtests.bench.config import FanoutSettings
 from loadtests.fanout.__main__ import MARKER
@@ -26,8 +26,8 @@ def case(settings: FanoutSettings) -> str:
     return f"{settings.rooms} rooms x {settings.members} members"
 
 
-class FanoutOutputError(ValueError):
-    """The generator left no result this module can read."""
+class GeneratorOutputError(ValueError):
+    """A generator of the bench's own (loadtests/fanout, loadtests/sockets) left no result it can read."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class FanoutRun:
     host: str
     settings: FanoutSettings
     output: Path  # the JSON result
+    name: ClassVar[str] = "fanout"  # the run's log: fanout.log
 
     @property
     def steps(self) -> int:
@@ -62,17 +63,21 @@ class FanoutRun:
             "--p99-ms", f"{s.p99_ms:g}", "--output", str(self.output),
         ]  # fmt: skip
 
+    def read(self, log: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The row and the steps of the run, from its JSON (or its log's last result line)."""
+        return parse_result(read_output(log, self.output))
+
 
 def parse_result(data: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The generator's JSON → (the row of the sustained figure, every step)."""
     if not isinstance(data, dict) or data.get("tool") != "fanout":
-        raise FanoutOutputError(f"not a fan-out result: {str(data)[:200]}")
+        raise GeneratorOutputError(f"not a fan-out result: {str(data)[:200]}")
     if "error" in data:
-        raise FanoutOutputError(f"the generator failed: {data['error']}")
+        raise GeneratorOutputError(f"the generator failed: {data['error']}")
     try:
         steps = list(data["steps"])
         if not steps:
-            raise FanoutOutputError("the generator measured no step")
+            raise GeneratorOutputError("the generator measured no step")
         best = data["sustained"]
         shown = best or steps[0]  # nothing held: the first step's latencies say by how much
         row = {
@@ -90,18 +95,18 @@ def parse_result(data: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             "stopped": str(data["stopped"]),
         }
     except (KeyError, TypeError, ValueError) as exc:
-        raise FanoutOutputError(f"unreadable fan-out result: {exc!r}") from None
+        raise GeneratorOutputError(f"unreadable fan-out result: {exc!r}") from None
     return row, steps
 
 
-def read_output(text: str, output: Path) -> dict[str, Any]:
-    """The result the generator wrote, else the one it printed."""
+def read_output(text: str, output: Path, marker: str = MARKER) -> dict[str, Any]:
+    """The result the generator wrote, else the one it printed on its line starting ``marker``."""
     try:
         if output.exists():
             return json.loads(output.read_text())
-        lines = [line for line in text.splitlines() if line.startswith(MARKER)]
+        lines = [line for line in text.splitlines() if line.startswith(marker)]
         if lines:
-            return json.loads(lines[-1][len(MARKER) :])
+            return json.loads(lines[-1][len(marker) :])
     except ValueError as exc:
-        raise FanoutOutputError(f"the result is not JSON: {exc}") from None
-    raise FanoutOutputError("the generator wrote no result")
+        raise GeneratorOutputError(f"the result is not JSON: {exc}") from None
+    raise GeneratorOutputError("the generator wrote no result")

@@ -413,6 +413,13 @@ def headline_table(index: Index) -> Table | None:
             "fan-out deliveries/s (p99 bound)",
             lambda t, p, c=case: _cell(index.get(t, p, "fanout", c, "fanout"), fmt_rps),
         )
+    for case in index.cases("sockets", "sockets")[:1]:
+        add(
+            "sockets held",
+            lambda t, p, c=case: _cell(
+                index.get(t, p, "sockets", c, "sockets"), lambda f: fmt_spread(f.rps, fmt_count)
+            ),
+        )
     for case in index.cases("capacity")[:1]:
         add(
             "memory per socket",
@@ -664,6 +671,11 @@ def build_context(
     fanout = fanout_section(index, results, chart_files)
     if fanout is not None:
         sections.append(fanout)
+    from loadtests.bench.sockets_report import sockets_section  # imports this module's Section and Table
+
+    capacity_limit = sockets_section(index, results, chart_files)
+    if capacity_limit is not None:
+        sections.append(capacity_limit)
     capacity = capacity_table(index)
     if capacity is not None:
         sections.append(

@@ -47,7 +47,8 @@ class Run:
     # The app's own /metrics over the run (loadtests/bench/server_metrics.py): Django's time per
     # route, CPU seconds, frames, fan-out.
     server: dict[str, Any] | None = None
-    steps: list[dict[str, Any]] | None = None  # fan-out runs: every step (loadtests/fanout/steps.py)
+    # Fan-out and sockets runs: every step (loadtests/fanout/steps.py, loadtests/sockets/plan.py).
+    steps: list[dict[str, Any]] | None = None
     error: str | None = None
     index: int = 0  # 1, 2, ... within its measurement
 

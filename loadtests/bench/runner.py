@@ -4,9 +4,10 @@ Stages, in order: the ceiling; the comparison, where every variant's stack is up
 round measures every HTTP endpoint on every variant in turn (so that a drift of the machine over
 the bench spreads over every variant alike, instead of favouring the variants measured first);
 then one stage per variant for the WebSocket scenarios. BENCH_INTERLEAVE=0 measures HTTP in the
-variant's own stage instead. Each stage: up (``make up``), warm-up, the measured runs (each
-repeated, rounds interleaved), down (``make clean``). A stage whose stack fails runs once more
-from scratch. Every run's raw figures go into ``results.json`` as soon as
+variant's own stage instead. With ``sockets`` named, each variant has one more stage, whose stack
+runs a larger Nginx for the sockets to the limit. Each stage: up (``make up``), warm-up, the
+measured runs (each repeated, rounds interleaved), down (``make clean``). A stage whose stack fails
+runs once more from scratch. Every run's raw figures go into ``results.json`` as soon as
 the stage ends; the report is rendered from that file alone (``loadtests.bench.report``).
 
 What a run of each scenario is lives in ``scenarios``; running a tool, in ``tools``; the records, in
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loadtests.bench import machine, procs, report, server_metrics, soak_stage, tools
+from loadtests.bench import machine, procs, report, server_metrics, soak_stage, sockets, tools
 from loadtests.bench.analysis import ASGI_HELLO, NGINX_FIXED, NGINX_STATIC
 from loadtests.bench.config import BenchConfig, Profile, locust_mode, locust_workers
 from loadtests.bench.progress import Progress
@@ -40,6 +41,7 @@ from loadtests.bench.scenarios import (
     HttpWrk,
     Job,
     Scenario,
+    Sockets,
     Target,
     slug,
 )
@@ -98,10 +100,14 @@ class Stage:
     profile: Profile | None
     steps: list[Step] = field(default_factory=list)
     teardown: Step | None = None
+    # A scenario whose stack differs from the variant's (sockets: a larger Nginx) has a stage of its
+    # own, named apart: a failed attempt of one stage must not drop the other's figures.
+    part: str = ""
 
     @property
     def name(self) -> str:
-        return self.target if self.profile is None else f"{self.target} · {self.profile.name}"
+        name = self.target if self.profile is None else f"{self.target} · {self.profile.name}"
+        return f"{name} · {self.part}" if self.part else name
 
     @property
     def profile_name(self) -> str:
@@ -109,7 +115,9 @@ class Stage:
 
     @property
     def folder(self) -> str:
-        return self.kind if self.kind != "variant" else slug(f"{self.target}-{self.profile_name}")
+        if self.kind != "variant":
+            return self.kind
+        return slug("-".join(filter(None, (self.target, self.profile_name, self.part))))
 
 
 class Bench:
@@ -134,6 +142,7 @@ class Bench:
         self.capacity = Capacity(config, self.workers)
         self.chat = Chat(config, self.workers)
         self.fanout = Fanout(config, self.workers)
+        self.sockets = Sockets(config, self.workers)
 
     # --- settings and bookkeeping -------------------------------------------------------------
 
@@ -268,6 +277,8 @@ class Bench:
                 stage = self.variant_stage(server, profile)
                 if len(stage.steps) > 1:  # more than its `up`: a scenario of its own to measure
                     stages.append(stage)
+                if c.runs("sockets"):
+                    stages.append(self.sockets_stage(server, profile))
         return stages
 
     def ceiling_stage(self) -> Stage:
@@ -394,6 +405,32 @@ class Bench:
         stage.teardown = Step("down", PLAN_DOWN, self.down)
         return stage
 
+    def sockets_stage(self, server: str, profile: Profile) -> Stage:
+        """The sockets to the limit, in a stack of their own: its Nginx has the workers and memory the
+        sockets need (``sockets.nginx_environment``), which the other scenarios' stacks do not. No
+        warm-up: the first run's memory per socket is grown from fresh containers. No ceiling either:
+        nothing bounds a count of idle sockets from the generator's side but its own limits, which
+        it names when it meets them."""
+        c = self.config
+        stage = Stage("variant", server, profile, part="sockets")
+        target = Target(server, profile=profile.name)
+        nginx = sockets.nginx_environment(c.sockets)
+        stage.steps += [
+            Step(
+                f"up (Nginx: {c.sockets.nginx_workers} workers, {c.sockets.nginx_memory})",
+                PLAN_UP,
+                lambda: self.variant_up(stage, target, profile, nginx),
+            ),
+            Step(
+                f"scale to {c.sockets.replicas} replicas",
+                PLAN_SCALE,
+                lambda: self.scale(stage, c.sockets.replicas),
+            ),
+            *self.steps_of(stage, self.sockets.rounds(target)),
+        ]
+        stage.teardown = Step("down", PLAN_DOWN, self.down)
+        return stage
+
     # --- stage actions ------------------------------------------------------------------------
 
     def _stack_env(self) -> dict[str, str]:
@@ -477,14 +514,22 @@ class Bench:
         )
         return self.stack
 
-    def variant_up(self, stage: Stage, target: Target, profile: Profile) -> None:
+    def variant_up(
+        self, stage: Stage, target: Target, profile: Profile, stack_env: dict[str, str] | None = None
+    ) -> None:
+        """``stack_env``: compose variables of this stage's stack alone (the sockets' Nginx)."""
         folder = self.stack_folder(stage, target)
         app_env = profile.app_env
         files = [write_override(folder / "profile.compose.yaml", app_env)] if app_env else []
         # The comparison's stacks are up side by side: each its own compose project.
         project = stack_project(self.config.project, self.label(target)) if stage.kind == COMPARISON else None
         stack = self._new_stack(
-            target, folder, files, {}, project or self.config.project, redis_sharded=profile.redis_sharded
+            target,
+            folder,
+            files,
+            dict(stack_env or {}),
+            project or self.config.project,
+            redis_sharded=profile.redis_sharded,
         )
         started = time.monotonic()
         stack.up(replicas=1)
@@ -493,7 +538,10 @@ class Bench:
             self.without_metrics.discard(stack.project)
         else:
             self.without_metrics.add(stack.project)
-        self._record_stack(stage, target, started, {"profile_env": dict(profile.env)})
+        extra: dict[str, Any] = {"profile_env": dict(profile.env)}
+        if stack_env:
+            extra["stack_env"] = dict(stack_env)
+        self._record_stack(stage, target, started, extra)
 
     def check_profile(self, profile: Profile) -> None:
         """Every app container runs with the profile's variables, on the layer it chose (else its

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadtests.bench import fanout
+from loadtests.bench import fanout, sockets
 from loadtests.bench.config import BenchConfig, FanoutSettings
 from loadtests.bench.locust_csv import LocustRun, scenario_options, spawn_rate
 from loadtests.bench.results import Run
@@ -294,6 +294,30 @@ class Fanout(Scenario):
                 folder=f"fanout-{slug(target.name)}-{k}",
                 label=f"{prefix}fan-out throughput {self.of_round(k)}",
                 planned=fanout.FanoutRun("", settings, Path()).seconds,
+                command=command,
+            )
+        ]  # fmt: skip
+
+
+class Sockets(Scenario):
+    """Idle chat sockets stepped up until a step fails, one room for all (``loadtests/sockets``): how
+    many a stack holds, what stopped it, and memory per socket of the app, Nginx and Redis. Its
+    stage has a stack of its own (``Bench.sockets_stage``), with the Nginx the sockets need."""
+
+    name = "sockets"
+
+    def jobs(self, target: Target, k: int) -> list[Job]:
+        settings = self.config.sockets
+
+        def command(host: str, run_dir: Path) -> sockets.SocketsRun:
+            return sockets.SocketsRun(host, self.config.project, settings, run_dir / "sockets.json")
+
+        return [
+            Job(
+                target, "sockets", sockets.case(settings), "sockets", sockets.ROW,
+                folder=f"sockets-{k}",
+                label=f"sockets to the limit {self.of_round(k)}",
+                planned=sockets.SocketsRun("", "", settings, Path()).seconds,
                 command=command,
             )
         ]  # fmt: skip

@@ -6,13 +6,15 @@ import time
 from pathlib import Path
 
 from loadtests.bench import procs
-from loadtests.bench.fanout import FanoutOutputError, FanoutRun, parse_result, read_output
+from loadtests.bench.fanout import FanoutRun, GeneratorOutputError
 from loadtests.bench.locust_csv import LocustOutputError, LocustRun, read_run
 from loadtests.bench.results import Run
+from loadtests.bench.sockets import SocketsRun
 from loadtests.bench.wrk import WrkOutputError, WrkRun, parse_output
 from stackctl import inherited_environment
 
-Tool = LocustRun | WrkRun | FanoutRun
+Generator = FanoutRun | SocketsRun  # the bench's own generators: a JSON result, and its steps
+Tool = LocustRun | WrkRun | Generator
 
 
 def _record(tool: str, run_dir: Path, out: Path, command: list[str], started_at: str, started: float) -> Run:
@@ -66,29 +68,30 @@ def run_wrk(run: WrkRun, row: str, run_dir: Path, out: Path, started_at: str) ->
     return record
 
 
-def run_fanout(run: FanoutRun, row: str, run_dir: Path, out: Path, started_at: str) -> Run:
-    """One stepped fan-out run; its sustained figure becomes the row ``row``, its steps ``Run.steps``."""
+def run_generator(run: Generator, row: str, run_dir: Path, out: Path, started_at: str) -> Run:
+    """One stepped run of the bench's own generators (fan-out, sockets); its figure becomes the row
+    ``row``, its steps ``Run.steps``."""
     run_dir.mkdir(parents=True, exist_ok=True)
     command = run.command(sys.executable)
     started = time.monotonic()
-    log = run_dir / "fanout.log"
+    log = run_dir / f"{run.name}.log"
     result = procs.run(command, timeout=run.timeout, log=log, env=inherited_environment())
-    record = _record("fanout", run_dir, out, command, started_at, started)
+    record = _record(run.name, run_dir, out, command, started_at, started)
     record.exit_code = result.returncode
     try:
-        found, record.steps = parse_result(read_output(log.read_text() if log.exists() else "", run.output))
+        found, record.steps = run.read(log.read_text() if log.exists() else "")
         record.rows = {row: found}
-    except (FanoutOutputError, OSError) as exc:
-        record.error = f"{exc} (exit {result.returncode}; see {record.dir}/fanout.log)"
+    except (GeneratorOutputError, OSError) as exc:
+        record.error = f"{exc} (exit {result.returncode}; see {record.dir}/{log.name})"
         return record
     if result.timed_out:
-        record.error = f"the fan-out generator did not stop within {run.timeout:.0f} s"
+        record.error = f"the {run.name} generator did not stop within {run.timeout:.0f} s"
     return record
 
 
 def run_tool(tool: Tool, row: str, run_dir: Path, out: Path, started_at: str) -> Run:
-    if isinstance(tool, FanoutRun):
-        return run_fanout(tool, row, run_dir, out, started_at)
+    if isinstance(tool, FanoutRun | SocketsRun):
+        return run_generator(tool, row, run_dir, out, started_at)
     if isinstance(tool, WrkRun):
         return run_wrk(tool, row, run_dir, out, started_at)
     return run_locust(tool, row, run_dir, out, started_at)

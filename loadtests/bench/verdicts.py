@@ -143,11 +143,13 @@ def warmup_table(results: Results) -> tuple[list[str], list[list[str]]] | None:
 
 
 def headline_value(f: Figures) -> tuple[str, float] | None:
-    """The figure a scenario is read by: throughput, fan-out p99, or memory per socket."""
+    """The figure a scenario is read by: throughput, fan-out p99, sockets held, or memory per socket."""
     if f.scenario in ("http", "echo"):
         return "per second", f.rps.median
     if f.scenario == "chat":
         return "p99 ms", f.p99.median
+    if f.scenario == "sockets":
+        return "sockets held", f.rps.median
     per_socket = f.extra.get("bytes_per_socket")
     return ("bytes per socket", per_socket.median) if per_socket else None
 

@@ -138,6 +138,7 @@ class Step:
             "delivered": self.delivered,
             "missing": self.missing,
             "broadcast_p50_ms": round(percentile(ordered, 0.5), 1),
+            "broadcast_p95_ms": round(percentile(ordered, 0.95), 1),
             "broadcast_p99_ms": round(percentile(ordered, 0.99), 1),
             "broadcast_max_ms": round(ordered[-1], 1) if ordered else 0.0,
             "memory_bytes": {component: sum(found.values()) for component, found in self.memory.items()},

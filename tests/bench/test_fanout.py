@@ -102,7 +102,7 @@ def test_parse_result_when_nothing_held_is_zero_with_the_first_steps_latency():
     ],
 )
 def test_parse_result_refuses_what_it_cannot_read(data, message):
-    with pytest.raises(fanout.FanoutOutputError, match=message):
+    with pytest.raises(fanout.GeneratorOutputError, match=message):
         fanout.parse_result(data)
 
 
@@ -111,7 +111,7 @@ def test_read_output_prefers_the_file_then_the_printed_line(tmp_path):
     assert fanout.read_output(f'noise\n{cli.MARKER}{{"tool": "fanout"}}\n', out) == {"tool": "fanout"}
     out.write_text('{"tool": "fanout", "steps": []}')
     assert fanout.read_output("", out)["steps"] == []
-    with pytest.raises(fanout.FanoutOutputError, match="no result"):
+    with pytest.raises(fanout.GeneratorOutputError, match="no result"):
         fanout.read_output("nothing", tmp_path / "missing.json")
 
 
