@@ -99,6 +99,7 @@ class Step:
     handshake_failures: Counter[str] = field(default_factory=Counter)
     dropped: Counter[str] = field(default_factory=Counter)  # open sockets the server or a proxy closed
     out_of_memory: Counter[str] = field(default_factory=Counter)  # container -> kills by its memory limit
+    broadcast_error: str = ""  # why the step's broadcast could not be sent, when it could not
     delivered: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     memory: dict[str, dict[str, int]] = field(default_factory=dict)  # component -> container -> bytes
@@ -109,7 +110,8 @@ class Step:
 
     @property
     def missing(self) -> int:
-        return max(0, self.open - self.delivered)
+        """Open sockets without the broadcast's copy; none when no broadcast went out."""
+        return 0 if self.broadcast_error else max(0, self.open - self.delivered)
 
     def judge(self) -> "Step":
         reasons = []
@@ -117,6 +119,8 @@ class Step:
             reasons.append("handshakes failed: " + counted(self.handshake_failures))
         if self.dropped:
             reasons.append("sockets dropped: " + counted(self.dropped))
+        if self.broadcast_error:
+            reasons.append(f"the broadcast could not be sent: {self.broadcast_error}")
         if self.missing:
             reasons.append(f"{self.missing} of {self.open} sockets missed the broadcast")
         if self.out_of_memory:
@@ -135,6 +139,7 @@ class Step:
             "handshake_failures": dict(self.handshake_failures),
             "dropped": dict(self.dropped),
             "out_of_memory": dict(self.out_of_memory),
+            "broadcast_error": self.broadcast_error,
             "delivered": self.delivered,
             "missing": self.missing,
             "broadcast_p50_ms": round(percentile(ordered, 0.5), 1),

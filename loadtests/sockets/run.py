@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from loadtests.lib import memory
 from loadtests.lib.probe import Probe, encode_probe
 from loadtests.lib.urls import join_url, origin_of, ws_base_url
 from loadtests.sockets import worker
-from loadtests.sockets.plan import Plan, Step, summary
+from loadtests.sockets.plan import Plan, Step, failure_reason, summary
 
 # The containers of each component, by compose service name (compose v1 and v2 separators).
 COMPONENTS = {
@@ -217,11 +218,15 @@ class CapacityRun:
         if self.project:
             usage = usage_by_component(self.project)
             step.memory, step.cpu_percent = usage.memory, usage.cpu_percent
-        sender = self.broadcast(number)
-        answers = self.ask_all(
-            [("collect", sender, self.plan.delivery_timeout)] * len(self.pipes),
-            self.plan.delivery_timeout + 30,
-        )
+        try:
+            sender = self.broadcast(number)
+            wait = self.plan.delivery_timeout
+        except (ConnectionClosed, OSError, TimeoutError) as exc:
+            # The broadcasts' own socket is gone (its server process died, say): the step fails,
+            # and the held sockets are still counted, at once.
+            step.broadcast_error = failure_reason(exc)
+            sender, wait = "", 0.0
+        answers = self.ask_all([("collect", sender, wait)] * len(self.pipes), wait + 30)
         dropped: Counter[str] = Counter()
         for answer in answers:
             step.open += answer["open"]

@@ -203,6 +203,41 @@ def test_an_error_frame_instead_of_the_history_is_named_by_its_code():
     assert found["steps"][-1]["handshake_failures"] == {"first frame error storage_unavailable": 3}
 
 
+class ChatDroppingTheFirstSocket(ChatInAThread):
+    """Drops the first socket, the broadcasts' own, without a close frame once ``after`` sockets
+    came, as when the server process that held it is killed."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after = after
+        self.members: list[ServerConnection] = []
+
+    async def handler(self, ws: ServerConnection) -> None:
+        self.members.append(ws)
+        if len(self.members) == self.after:
+            self.members[0].transport.abort()
+        await super().handler(ws)
+
+
+def test_a_broadcast_that_cannot_be_sent_fails_its_step_and_the_run_ends_with_its_counts():
+    chat = ChatDroppingTheFirstSocket(after=1 + 5 + 5)
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    thread = threading.Thread(target=loop.run_until_complete, args=(chat.serve(stop),), daemon=True)
+    thread.start()
+    assert chat.ready.wait(10)
+    try:
+        found = CapacityRun(Plan(chat.url, steps=(5, 10, 20), rate=200, settle=0.3, delivery_timeout=5)).run()
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+    assert [s["held"] for s in found["steps"]] == [True, False]
+    failed = found["steps"][-1]
+    assert failed["open"] == 10 and failed["missing"] == 0  # no broadcast went out: none counts as missed
+    assert failed["why"].startswith("the broadcast could not be sent: ConnectionClosed")
+    assert found["held"] == 5
+
+
 def test_the_command_line_refuses_bad_settings(capsys):
     assert cli.main(["--host", "http://127.0.0.1:1", "--steps", "5,1"]) == 2
     assert "--steps must rise" in capsys.readouterr().err
