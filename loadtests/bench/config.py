@@ -217,10 +217,13 @@ class SocketsSettings:
     WebSockets (each takes two connections, client and app), and Nginx needs about 28 KB a socket."""
 
     steps: tuple[int, ...] = DEFAULT_STEPS  # socket counts, rising
-    rate: float = 500.0  # handshakes per second
+    # Handshakes per second: at 500, Daphne and Hypercorn refused some at 10,000 sockets (handshake
+    # and history-read deadlines), which is a limit of the rate of new sockets, not of holding them.
+    rate: float = 200.0
     settle: float = 5.0  # seconds after a step's last handshake before it is measured
     replicas: int = 2  # app containers: every broadcast crosses the channel layer
     nginx_workers: int = 4  # NGINX_WORKER_PROCESSES of the stage's stack
+    nginx_connections: int = 19000  # NGINX_WORKER_CONNECTIONS: 19,512 open files, under the 20,000
     nginx_memory: str = "1g"  # NGINX_MEMORY_LIMIT of the stage's stack
 
 
@@ -465,6 +468,7 @@ def _validate_sockets(sockets: SocketsSettings) -> None:
         raise ConfigError(f"sockets.settle must be >= 0 seconds, got {sockets.settle!r}")
     _at_least(sockets.replicas, 1, "sockets.replicas")
     _at_least(sockets.nginx_workers, 1, "sockets.nginx_workers")
+    _at_least(sockets.nginx_connections, 512, "sockets.nginx_connections")  # the entry point's minimum
     if not _MEMORY.match(sockets.nginx_memory):
         raise ConfigError(
             f"sockets.nginx_memory must be a memory limit such as 1g or 768m, got {sockets.nginx_memory!r}"

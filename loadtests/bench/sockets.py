@@ -45,6 +45,7 @@ def nginx_environment(settings: SocketsSettings) -> dict[str, str]:
     (two per WebSocket, 20,000 per process here) and enough memory (about 28 KB per socket)."""
     return {
         "NGINX_WORKER_PROCESSES": str(settings.nginx_workers),
+        "NGINX_WORKER_CONNECTIONS": str(settings.nginx_connections),
         "NGINX_MEMORY_LIMIT": settings.nginx_memory,
     }
 

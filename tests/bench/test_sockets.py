@@ -31,8 +31,8 @@ def test_sockets_runs_only_when_named_with_its_defaults():
     named = load(environ={"BENCH_SCENARIOS": "sockets"})
     assert named.scenarios == ("sockets",)
     assert named.sockets == config.SocketsSettings(
-        steps=(2000, 5000, 10000, 20000, 30000, 40000), rate=500, settle=5, replicas=2, nginx_workers=4,
-        nginx_memory="1g",
+        steps=(2000, 5000, 10000, 20000, 30000, 40000), rate=200, settle=5, replicas=2, nginx_workers=4,
+        nginx_connections=19000, nginx_memory="1g",
     )  # fmt: skip
     assert load(environ={"BENCH_QUICK": "1"}).sockets.steps[-1] < 100  # tiny, for the pipeline's check
 
@@ -40,9 +40,10 @@ def test_sockets_runs_only_when_named_with_its_defaults():
 def test_sockets_settings_from_bench_set():
     settings = load(
         environ={"BENCH_SET": "sockets.steps=1000,3000,9000 sockets.rate=250 sockets.settle=2 "
-                 "sockets.replicas=3 sockets.nginx_workers=6 sockets.nginx_memory=768m"}
+                 "sockets.replicas=3 sockets.nginx_workers=6 sockets.nginx_connections=8000 "
+                 "sockets.nginx_memory=768m"}
     )  # fmt: skip
-    assert settings.sockets == config.SocketsSettings((1000, 3000, 9000), 250, 2, 3, 6, "768m")
+    assert settings.sockets == config.SocketsSettings((1000, 3000, 9000), 250, 2, 3, 6, 8000, "768m")
 
 
 @pytest.mark.parametrize(
@@ -59,6 +60,7 @@ def test_sockets_settings_from_bench_set():
         ("sockets.replicas=0", "sockets.replicas"),
         ("sockets.nginx_workers=0", "sockets.nginx_workers"),
         ("sockets.nginx_workers=auto", "sockets.nginx_workers"),
+        ("sockets.nginx_connections=100", "sockets.nginx_connections"),
         ("sockets.nginx_memory=lots", "sockets.nginx_memory"),
         ("sockets.nginx_memory=0m", "sockets.nginx_memory"),
     ],
@@ -185,7 +187,10 @@ def test_only_the_sockets_stack_gets_the_larger_nginx(bench, monkeypatch):
     apart.steps[0].action()
     assert ups == [
         ("uvicorn · default", None),
-        ("uvicorn · default · sockets", {"NGINX_WORKER_PROCESSES": "4", "NGINX_MEMORY_LIMIT": "2g"}),
+        (
+            "uvicorn · default · sockets",
+            {"NGINX_WORKER_PROCESSES": "4", "NGINX_WORKER_CONNECTIONS": "19000", "NGINX_MEMORY_LIMIT": "2g"},
+        ),
     ]
 
 
@@ -195,9 +200,11 @@ def test_the_stage_env_reaches_make_up(bench, tmp_path):
     stack = b._new_stack(runner.Target("uvicorn"), tmp_path / "stack", [], env, "rtd-bench")
     made = stack.environment()
     assert made["NGINX_WORKER_PROCESSES"] == "4" and made["NGINX_MEMORY_LIMIT"] == "1g"
+    assert made["NGINX_WORKER_CONNECTIONS"] == "19000"
     assert made["WS_CONN_PER_IP"] == "65535"  # the load test's limits stay raised
     plain = b._new_stack(runner.Target("uvicorn"), tmp_path / "plain", [], {}, "rtd-bench")
-    assert not {"NGINX_WORKER_PROCESSES", "NGINX_MEMORY_LIMIT"} & set(plain.env)  # other stages' stacks
+    nginx_sizes = {"NGINX_WORKER_PROCESSES", "NGINX_WORKER_CONNECTIONS", "NGINX_MEMORY_LIMIT"}
+    assert not nginx_sizes & set(plain.env)  # other stages' stacks
 
 
 def test_a_job_runs_the_tool_on_the_benchs_project(bench, tmp_path):
@@ -273,8 +280,9 @@ def test_report_section_shows_held_stopped_memory_and_p99():
         "32.5 (30 to 35)", "65 (60 to 70)", "2",
     ]  # fmt: skip
     settings = section.paragraphs[0]
-    for stated in ("2,000, 5,000, 10,000, 20,000, 30,000", "500 handshakes/s", "2 app replicas",
-                   "Nginx with 4 workers", "a 1g memory limit", "settles 5 s"):  # fmt: skip
+    for stated in ("2,000, 5,000, 10,000, 20,000, 30,000", "200 handshakes/s", "2 app replicas",
+                   "Nginx with 4 workers of 19,000 connections", "a 1g memory limit",
+                   "settles 5 s"):  # fmt: skip
         assert stated in settings
     assert section.charts == [
         ("charts/sockets.png", "sockets held, and memory per socket of the app, Nginx and Redis")
