@@ -287,7 +287,7 @@ USERS ?=
 DURATION ?=
 
 .PHONY: loadtest
-loadtest: check-server venv ## Locust headless on the stack (up if needed): make loadtest SERVER=x [SCENARIO=http|echo|chat|capacity|fanout|soak] [USERS=n] [DURATION=60s] [REPLICAS=n] [SOAK_MINUTES=30]
+loadtest: check-server venv ## Locust headless on the stack (up if needed): make loadtest SERVER=x [SCENARIO=http|echo|chat|capacity|fanout|sockets|soak] [USERS=n] [DURATION=60s] [REPLICAS=n] [SOAK_MINUTES=30]
 	$(PY) -m loadtests.bench.loadtest --server $(SERVER) --scenario $(SCENARIO) --replicas $(REPLICAS) \
 	  --project $(PROJECT) --port $(HTTP_PORT) $(if $(USERS),--users $(USERS)) $(if $(DURATION),--duration $(DURATION))
 

@@ -19,19 +19,30 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from loadtests.bench.config import DEFAULT_OUTPUT, ConfigError, FanoutSettings, locust_workers, parse_seconds
+from loadtests.bench import sockets
+from loadtests.bench.config import (
+    DEFAULT_OUTPUT,
+    ConfigError,
+    FanoutSettings,
+    SocketsSettings,
+    locust_workers,
+    parse_seconds,
+)
 from loadtests.bench.fanout import FanoutRun
 from loadtests.bench.locust_csv import LOCUSTFILES, LocustRun, spawn_rate
 from loadtests.bench.stack import LOAD_TEST_LIMITS, Stack, StackError, memory_pattern
 from loadtests.fanout import __main__ as fanout_cli
 from loadtests.soak import cli as soak_cli
+from loadtests.sockets import __main__ as sockets_cli
+from loadtests.sockets.plan import PlanError, parse_steps
 from stackctl import inherited_environment, variants
 
 DEFAULT_USERS = {"http": 50, "echo": 100, "chat": 200, "capacity": 1000, "soak": soak_cli.run.DEFAULT_USERS}
 DEFAULT_DURATION = "60s"
 DEFAULT_PROJECT = "realtime-django"  # the Makefile's PROJECT: the user's own stack
-# `fanout` is not Locust: the lean generator of loadtests/fanout, whose options come after --.
-SCENARIOS = (*LOCUSTFILES, "fanout")
+# `fanout` and `sockets` are not Locust: the generators of loadtests/fanout and loadtests/sockets,
+# whose options come after -- (or in LOADTEST_ARGS).
+SCENARIOS = (*LOCUSTFILES, "fanout", "sockets")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -93,7 +104,40 @@ def build_fanout(args: argparse.Namespace, out_dir: Path) -> tuple[Stack, Fanout
     return stack, FanoutRun(stack.url, settings, out_dir / "fanout.json")
 
 
-def build(args: argparse.Namespace, out_dir: Path) -> tuple[Stack, LocustRun | FanoutRun]:
+def build_sockets(args: argparse.Namespace, out_dir: Path) -> tuple[Stack, sockets.SocketsRun]:
+    """Sockets to the limit: the tool's options (``-- --steps 2000,5000 ...`` or LOADTEST_ARGS) over
+    the bench stage's defaults, and the stage's Nginx (workers, connections, memory) unless the
+    caller's environment sets those itself."""
+    if args.users or args.duration != DEFAULT_DURATION:
+        raise ConfigError("SCENARIO=sockets takes no USERS or DURATION: give --steps, --rate, --settle "
+                          "in LOADTEST_ARGS (python -m loadtests.sockets --help)")  # fmt: skip
+    defaults = SocketsSettings()
+    # Every broadcast crosses the channel layer, as in the bench's stage.
+    replicas = max(_positive_int(str(args.replicas), "REPLICAS"), defaults.replicas)
+    port = _positive_int(str(args.port), "HTTP_PORT")
+    extra = shlex.split(os.environ.get("LOADTEST_ARGS", "")) + list(args.locust_args)
+    steps = ",".join(map(str, defaults.steps))
+    try:
+        options = sockets_cli.parser().parse_args(
+            ["--host", "http://127.0.0.1", "--steps", steps, "--rate", f"{defaults.rate:g}", *extra]
+        )
+        settings = SocketsSettings(
+            steps=parse_steps(options.steps), rate=options.rate, settle=options.settle, replicas=replicas
+        )
+    except PlanError as exc:
+        raise ConfigError(f"sockets: {exc}") from None
+    except SystemExit:  # argparse has said what it could not read
+        raise ConfigError(f"sockets: bad options {extra}") from None
+    nginx = {key: os.environ.get(key) or value for key, value in sockets.nginx_environment(settings).items()}
+    stack = Stack(
+        server=args.server, project=args.project, http_port=port, replicas=replicas, env=nginx, logs=out_dir
+    )
+    return stack, sockets.SocketsRun(stack.url, args.project, settings, out_dir / "sockets.json")
+
+
+def build(
+    args: argparse.Namespace, out_dir: Path
+) -> tuple[Stack, LocustRun | FanoutRun | sockets.SocketsRun]:
     """The stack and the run the arguments describe; ConfigError names a bad one."""
     servers = variants()
     if args.server not in servers:
@@ -102,6 +146,8 @@ def build(args: argparse.Namespace, out_dir: Path) -> tuple[Stack, LocustRun | F
         raise ConfigError(f"unknown SCENARIO {args.scenario!r}; valid: {' '.join(SCENARIOS)}")
     if args.scenario == "fanout":
         return build_fanout(args, out_dir)
+    if args.scenario == "sockets":
+        return build_sockets(args, out_dir)
     users = _positive_int(args.users, "USERS") if args.users else DEFAULT_USERS[args.scenario]
     seconds = parse_seconds(args.duration, "DURATION")
     replicas = _positive_int(str(args.replicas), "REPLICAS")
@@ -179,7 +225,7 @@ def main(argv: Sequence[str]) -> int:
         code = 1
     finally:
         signal.signal(signal.SIGINT, previous)
-    if isinstance(run, FanoutRun):
+    if isinstance(run, FanoutRun | sockets.SocketsRun):
         print(f"loadtest: result in {run.output} (every step); the generator exited with {code}")
     else:
         print(f"loadtest: reports in {out_dir}/ (locust.html, locust_stats.csv); Locust exited with {code}")

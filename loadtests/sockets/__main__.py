@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from loadtests.lib.urls import normalize_base_url
-from loadtests.sockets.plan import DEFAULT_STEPS, Plan, PlanError, Step, parse_steps
+from loadtests.sockets.plan import DEFAULT_STEPS, Plan, PlanError, Step, failure_reason, parse_steps
 from loadtests.sockets.run import CapacityRun
 
 MARKER = "SOCKETS_JSON "
@@ -55,7 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (PlanError, ValueError) as exc:
         print(f"sockets: {exc}", file=sys.stderr)
         return 2
-    found = CapacityRun(plan, args.project, on_step=print_step).run()
+    try:
+        found = CapacityRun(plan, args.project, on_step=print_step).run()
+    except OSError as exc:  # before the first step: the stack does not answer
+        print(f"sockets: {plan.base_url} does not answer: {failure_reason(exc)}", file=sys.stderr)
+        return 1
     text = json.dumps(found)
     if args.output:
         Path(args.output).write_text(text + "\n")

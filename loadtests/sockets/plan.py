@@ -66,6 +66,12 @@ class Plan:
     per_process: int = SOCKETS_PER_PROCESS
     per_source: int = SOCKETS_PER_SOURCE
 
+    def __post_init__(self) -> None:
+        if not (self.rate > 0 and math.isfinite(self.rate)):
+            raise PlanError(f"--rate must be > 0 handshakes per second, got {self.rate!r}")
+        if not (self.settle >= 0 and math.isfinite(self.settle)):
+            raise PlanError(f"--settle must be >= 0 seconds, got {self.settle!r}")
+
     @property
     def processes(self) -> int:
         return max(1, math.ceil(self.steps[-1] / self.per_process))

@@ -110,3 +110,35 @@ def test_fanout_refuses_bad_options(tmp_path, monkeypatch, argv, message):
     monkeypatch.delenv("LOADTEST_ARGS", raising=False)
     with pytest.raises(ConfigError, match=message):
         build(tmp_path, "--scenario", "fanout", *argv)
+
+
+def test_sockets_runs_the_capacity_tool_with_the_stages_nginx(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOADTEST_ARGS", "--rate 100")
+    for name in ("NGINX_WORKER_PROCESSES", "NGINX_WORKER_CONNECTIONS", "NGINX_MEMORY_LIMIT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NGINX_MEMORY_LIMIT", "2g")  # the caller's own setting wins
+    stack, run = build(tmp_path, "--scenario", "sockets", "--", "--steps", "1000,3000")
+    assert stack.replicas == 2  # every broadcast crosses the channel layer, as in the bench
+    assert dict(stack.env) == {
+        "NGINX_WORKER_PROCESSES": "4", "NGINX_WORKER_CONNECTIONS": "19000", "NGINX_MEMORY_LIMIT": "2g",
+    }  # fmt: skip
+    assert (run.settings.steps, run.settings.rate, run.project) == ((1000, 3000), 100, "realtime-django")
+    command = run.command("python")
+    assert command[:3] == ["python", "-m", "loadtests.sockets"]
+    assert command[command.index("--host") + 1] == "http://127.0.0.1:8000"
+    assert command[command.index("--project") + 1] == "realtime-django"
+    assert command[command.index("--output") + 1] == str(tmp_path / "sockets.json")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("--users", "10"), "takes no USERS or DURATION"),
+        (("--", "--steps", "5000,2000"), "--steps must rise"),
+        (("--", "--rate", "fast"), "bad options"),
+    ],
+)
+def test_sockets_refuses_bad_options(tmp_path, monkeypatch, argv, message):
+    monkeypatch.delenv("LOADTEST_ARGS", raising=False)
+    with pytest.raises(ConfigError, match=message):
+        build(tmp_path, "--scenario", "sockets", *argv)

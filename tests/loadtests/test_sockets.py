@@ -238,6 +238,19 @@ def test_a_broadcast_that_cannot_be_sent_fails_its_step_and_the_run_ends_with_it
     assert found["held"] == 5
 
 
-def test_the_command_line_refuses_bad_settings(capsys):
-    assert cli.main(["--host", "http://127.0.0.1:1", "--steps", "5,1"]) == 2
-    assert "--steps must rise" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--steps", "5,1"], "--steps must rise"),
+        (["--rate", "0"], "--rate must be > 0"),
+        (["--settle", "-1"], "--settle must be >= 0"),
+    ],
+)
+def test_the_command_line_refuses_bad_settings(capsys, argv, message):
+    assert cli.main(["--host", "http://127.0.0.1:1", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_stack_that_does_not_answer_is_named(capsys):
+    assert cli.main(["--host", "http://127.0.0.1:1", "--steps", "2"]) == 1
+    assert "sockets: http://127.0.0.1:1 does not answer: connection refused" in capsys.readouterr().err
