@@ -42,6 +42,8 @@ def print_step(step: Step) -> None:
         + ("held" if step.held else f"FAILED: {step.why}"),
         flush=True,
     )
+    for message, count in step.nginx_errors.items():
+        print(f"  nginx said x{count}: {message}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -106,6 +106,7 @@ class Step:
     dropped: Counter[str] = field(default_factory=Counter)  # open sockets the server or a proxy closed
     out_of_memory: Counter[str] = field(default_factory=Counter)  # container -> kills by its memory limit
     broadcast_error: str = ""  # why the step's broadcast could not be sent, when it could not
+    nginx_errors: dict[str, int] = field(default_factory=dict)  # Nginx's error log during a failed step
     delivered: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     memory: dict[str, dict[str, int]] = field(default_factory=dict)  # component -> container -> bytes
@@ -146,6 +147,7 @@ class Step:
             "dropped": dict(self.dropped),
             "out_of_memory": dict(self.out_of_memory),
             "broadcast_error": self.broadcast_error,
+            "nginx_errors": self.nginx_errors,
             "delivered": self.delivered,
             "missing": self.missing,
             "broadcast_p50_ms": round(percentile(ordered, 0.5), 1),

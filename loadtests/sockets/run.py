@@ -74,6 +74,32 @@ def usage_by_component(project: str, stats: Callable[[], str] | None = None) -> 
     )
 
 
+# An nginx error-log line: "2026/12/04 00:26:13 [alert] 49#49: *36397 <message>, client: ...".
+_NGINX_ERROR = re.compile(
+    r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[(\w+)\] \d+#\d+: (?:\*\d+ )?(.*?)(?:, client: .*)?$"
+)
+NGINX_ERRORS_KEPT = 5
+
+
+def nginx_errors(log: str) -> dict[str, int]:
+    """Nginx's error-log lines (its access log is JSON, skipped) by message, without the time,
+    process, connection and client, so that one cause counts once: the most frequent first."""
+    found: Counter[str] = Counter()
+    for line in log.splitlines():
+        match = _NGINX_ERROR.match(line.strip())
+        if match:
+            found[f"[{match.group(1)}] {match.group(2)}"] += 1
+    return dict(found.most_common(NGINX_ERRORS_KEPT))
+
+
+def docker_logs_since(container: str, since: float) -> str:
+    completed = subprocess.run(  # noqa: S603 - fixed argv, no shell
+        ["docker", "logs", "--since", f"{since:.3f}", container],  # noqa: S607 - docker on PATH
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    return completed.stdout + completed.stderr
+
+
 class OutOfMemoryWatch:
     """The project's containers where the kernel killed a process at the container's memory limit.
 
@@ -213,7 +239,7 @@ class CapacityRun:
                 break
         return name
 
-    def measure(self, step: Step, number: int) -> None:
+    def measure(self, step: Step, number: int, began: float) -> None:
         time.sleep(self.plan.settle)
         if self.project:
             usage = usage_by_component(self.project)
@@ -238,6 +264,12 @@ class CapacityRun:
         if self.oom is not None:
             time.sleep(OOM_EVENT_DELAY)
             step.out_of_memory = self.oom.take()
+        if step.memory and not step.judge().held:
+            # What Nginx said while the step failed: "worker_connections are not enough",
+            # "Too many open files", "Cannot allocate memory", an upstream that timed out...
+            for container in step.memory.get("nginx", {}):
+                for message, count in nginx_errors(docker_logs_since(container, began)).items():
+                    step.nginx_errors[message] = step.nginx_errors.get(message, 0) + count
 
     # --- the run ------------------------------------------------------------------------------
 
@@ -254,8 +286,9 @@ class CapacityRun:
             held = 0
             for number, target in enumerate(self.plan.steps, 1):
                 step = Step(target)
+                began = time.time()
                 self.open_to(step, held)
-                self.measure(step, number)
+                self.measure(step, number, began)
                 steps.append(step.judge())
                 if self.on_step:
                     self.on_step(step)

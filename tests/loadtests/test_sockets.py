@@ -21,7 +21,7 @@ from loadtests.sockets.plan import (
     source_addresses,
     summary,
 )
-from loadtests.sockets.run import CapacityRun, OutOfMemoryWatch, usage_by_component
+from loadtests.sockets.run import CapacityRun, OutOfMemoryWatch, nginx_errors, usage_by_component
 from tests.loadtests.chat_server import Broadcaster
 
 
@@ -73,6 +73,23 @@ def test_the_out_of_memory_watch_counts_each_containers_kills_since_it_was_last_
         assert kills == Counter({"p_app_2": 2, "p_nginx_1": 1})
         assert watch.take() == Counter()  # each kill is counted once
     assert watch.process is not None and watch.process.poll() is not None  # stopped with the run
+
+
+def test_nginx_errors_count_each_cause_once_without_time_process_or_client():
+    log = "\n".join([
+        '{"time":"2026-12-04T00:26:13+00:00","status":101}',  # the access log: skipped
+        "2026/12/04 00:26:13 [alert] 48#48: 19000 worker_connections are not enough",
+        "2026/12/04 00:26:14 [alert] 49#49: 19000 worker_connections are not enough",
+        "2026/12/04 00:26:14 [crit] 49#49: *812 accept4() failed (24: Too many open files)",
+        "2026/12/04 00:26:15 [error] 50#50: *36397 recv() failed (104: Connection reset by peer) while "
+        'proxying upgraded connection, client: 172.18.0.1, server: , request: "GET /ws/chat/x/ HTTP/1.1"',
+        "entrypoint: upstream app (app): 10.0.0.2; reloading",
+    ])  # fmt: skip
+    assert nginx_errors(log) == {
+        "[alert] 19000 worker_connections are not enough": 2,
+        "[crit] accept4() failed (24: Too many open files)": 1,
+        "[error] recv() failed (104: Connection reset by peer) while proxying upgraded connection": 1,
+    }
 
 
 def test_memory_per_socket_is_each_components_growth_and_cpu_is_summed_by_component():
