@@ -131,11 +131,25 @@ def measurement(results: Results, target: str, profile: str) -> Measurement | No
 
 
 def stopped(run: Run) -> str:
-    """What stopped the run, or how far it went when every step held."""
+    """What stopped the run, with the evidence of its failed step (the components' memory then, and
+    what Nginx's error log said most), or how far it went when every step held."""
     steps = run.steps or []
     if steps and all(step["held"] for step in steps):
         return f"every step held up to {steps[-1]['sockets']:,}"
-    return str((run.rows or {}).get(ROW, {}).get("stopped", ""))
+    said = [str((run.rows or {}).get(ROW, {}).get("stopped", ""))]
+    failed = next((step for step in steps if not step["held"]), None)
+    if failed is not None:
+        memory = failed.get("memory_bytes") or {}
+        if memory:
+            said.append(
+                "memory then: "
+                + ", ".join(f"{COMPONENTS.get(c, c)} {v / 2**20:,.0f} MiB" for c, v in memory.items())
+            )
+        errors = failed.get("nginx_errors") or {}
+        if errors:
+            message, count = max(errors.items(), key=lambda item: item[1])
+            said.append(f"Nginx said: {message} (x{count:,})")
+    return "; ".join(part for part in said if part)
 
 
 def first_run(measurement: Measurement) -> Run | None:

@@ -84,7 +84,7 @@ def test_command_carries_every_setting(tmp_path):
     assert run.seconds >= 40000 / 250 + 3 * 1.5 and run.timeout > run.seconds
 
 
-def step_json(count, p99, *, per_socket=(50_000, 28_000, 1_000), refused=0, dropped=0):
+def step_json(count, p99, *, per_socket=(50_000, 28_000, 1_000), refused=0, dropped=0, nginx_errors=None):
     """One step as the tool writes it: ``count`` sockets asked, the ``refused`` fewer open, each
     component grown by ``per_socket`` bytes per open socket since BASELINE."""
     opened = count - refused
@@ -95,7 +95,7 @@ def step_json(count, p99, *, per_socket=(50_000, 28_000, 1_000), refused=0, drop
     step = Step(
         count, open=opened - dropped, delivered=opened - dropped, latencies_ms=[p99 / 2] * 50 + [p99] * 50,
         memory=memory, handshake_failures=Counter({"HTTP 502": refused}) if refused else Counter(),
-        dropped=Counter({"closed 1006": dropped}) if dropped else Counter(),
+        dropped=Counter({"closed 1006": dropped}) if dropped else Counter(), nginx_errors=nginx_errors or {},
     )  # fmt: skip
     return step.judge()
 
@@ -240,7 +240,9 @@ def fake_results() -> Results:
                   "repeats": 3, "sockets": dataclasses.asdict(settings)},
     )  # fmt: skip
     later = (10_000, 9_000, 500)  # a later run in the same containers grows less: not the one shown
-    refused = step_json(30000, 900, refused=1200)
+    said = {"[error] upstream timed out (110: Connection timed out)": 3,
+            "[error] no live upstreams while connecting to upstream": 1200}  # fmt: skip
+    refused = step_json(30000, 900, refused=1200, nginx_errors=said)
     runs_of(results, "uvicorn", [
         [step_json(2000, 5), step_json(5000, 10), step_json(10000, 40), step_json(20000, 80), refused],
         [step_json(2000, 5), step_json(5000, 10), step_json(10000, 50, per_socket=later),
@@ -270,7 +272,9 @@ def test_report_section_shows_held_stopped_memory_and_p99():
     ]  # fmt: skip
     uvicorn, daphne = table.rows
     assert uvicorn == [
-        "uvicorn", "20,000 (10,000 to 20,000)", "30000 sockets: handshakes failed: HTTP 502 x1200",
+        "uvicorn", "20,000 (10,000 to 20,000)",
+        "30000 sockets: handshakes failed: HTTP 502 x1200; memory then: app 1,469 MiB, Nginx 779 MiB, "
+        "Redis 32 MiB; Nginx said: [error] no live upstreams while connecting to upstream (x1,200)",
         "20,000", "48.8 KiB", "27.3 KiB", "1.0 KiB",  # the first run's, at its largest step that held
         "50 (40 to 60)", "90 (80 to 100)",  # at 20,000: the two runs that held it
         "3",
