@@ -28,7 +28,8 @@ def memory_cells(measurement: Measurement) -> list[str]:
     at, per_socket = found
     return [
         fmt_count(at),
-        *(fmt_kib(per_socket[c]) if c in per_socket else "not measured" for c in sockets.COMPONENTS),
+        # A component that grew nothing can read a few bytes below its baseline: 0, not -0.0.
+        *(fmt_kib(max(0, per_socket[c])) if c in per_socket else "not measured" for c in sockets.COMPONENTS),
     ]
 
 
