@@ -1,12 +1,14 @@
 """loadtests/sockets: the step logic, and exact counts against a chat stand-in on 127.0.0.1."""
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from http import HTTPStatus
+from typing import TypeVar
 
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
@@ -144,17 +146,28 @@ class ChatInAThread:
         return f"http://127.0.0.1:{self.port}"
 
 
-@pytest.fixture
-def chat(request: pytest.FixtureRequest) -> Iterator[ChatInAThread]:
-    chat = ChatInAThread(getattr(request, "param", None))
+C = TypeVar("C", bound=ChatInAThread)
+
+
+@contextlib.contextmanager
+def served(chat: C) -> Iterator[C]:
+    """``chat`` serving from a thread of its own, until the block ends."""
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     thread = threading.Thread(target=loop.run_until_complete, args=(chat.serve(stop),), daemon=True)
     thread.start()
     assert chat.ready.wait(10)
-    yield chat
-    loop.call_soon_threadsafe(stop.set)
-    thread.join(10)
+    try:
+        yield chat
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+
+
+@pytest.fixture
+def chat(request: pytest.FixtureRequest) -> Iterator[ChatInAThread]:
+    with served(ChatInAThread(getattr(request, "param", None))) as chat:
+        yield chat
 
 
 def test_every_socket_is_held_and_gets_every_broadcast(chat):
@@ -205,17 +218,8 @@ class ChatRefusingInItsFirstFrame(ChatInAThread):
 
 
 def test_an_error_frame_instead_of_the_history_is_named_by_its_code():
-    chat = ChatRefusingInItsFirstFrame(frames=8)
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    thread = threading.Thread(target=loop.run_until_complete, args=(chat.serve(stop),), daemon=True)
-    thread.start()
-    assert chat.ready.wait(10)
-    try:
+    with served(ChatRefusingInItsFirstFrame(frames=8)) as chat:
         found = CapacityRun(Plan(chat.url, steps=(5, 10), rate=200, settle=0.1, delivery_timeout=5)).run()
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(10)
     # 8 answered: the broadcasts' socket and 7 of the step of 10; 3 got the error frame.
     assert found["steps"][-1]["handshake_failures"] == {"first frame error storage_unavailable": 3}
 
@@ -237,17 +241,8 @@ class ChatDroppingTheFirstSocket(ChatInAThread):
 
 
 def test_a_broadcast_that_cannot_be_sent_fails_its_step_and_the_run_ends_with_its_counts():
-    chat = ChatDroppingTheFirstSocket(after=1 + 5 + 5)
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    thread = threading.Thread(target=loop.run_until_complete, args=(chat.serve(stop),), daemon=True)
-    thread.start()
-    assert chat.ready.wait(10)
-    try:
+    with served(ChatDroppingTheFirstSocket(after=1 + 5 + 5)) as chat:
         found = CapacityRun(Plan(chat.url, steps=(5, 10, 20), rate=200, settle=0.3, delivery_timeout=5)).run()
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(10)
     assert [s["held"] for s in found["steps"]] == [True, False]
     failed = found["steps"][-1]
     assert failed["open"] == 10 and failed["missing"] == 0  # no broadcast went out: none counts as missed
