@@ -417,7 +417,8 @@ class Bench:
         nginx = sockets.nginx_environment(c.sockets)
         stage.steps += [
             Step(
-                f"up (Nginx: {c.sockets.nginx_workers} workers, {c.sockets.nginx_memory})",
+                f"up (Nginx: {c.sockets.nginx_workers} workers of {c.sockets.nginx_connections:,} "
+                f"connections, {c.sockets.nginx_memory})",
                 PLAN_UP,
                 lambda: self.variant_up(stage, target, profile, nginx),
             ),

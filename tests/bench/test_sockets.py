@@ -168,7 +168,7 @@ def test_sockets_have_a_stage_of_their_own_and_no_ceiling(bench):
     [stage] = bench("sockets", "sockets.nginx_workers=6", "sockets.replicas=3").stages()
     assert stage.name == "uvicorn · default · sockets" and stage.folder == "uvicorn-default-sockets"
     assert [s.label for s in stage.steps] == [
-        "up (Nginx: 6 workers, 1g)", "scale to 3 replicas",
+        "up (Nginx: 6 workers of 19,000 connections, 1g)", "scale to 3 replicas",
         "sockets to the limit run 1/2", "sockets to the limit run 2/2",
     ]  # fmt: skip
     variant, apart = bench("capacity sockets").stages()  # beside the variant's own stage, named apart
