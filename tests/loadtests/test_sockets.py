@@ -14,6 +14,7 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from loadtests.sockets import __main__ as cli
+from loadtests.sockets.observe import OutOfMemoryWatch, nginx_errors, usage_by_component
 from loadtests.sockets.plan import (
     Plan,
     PlanError,
@@ -23,7 +24,7 @@ from loadtests.sockets.plan import (
     source_addresses,
     summary,
 )
-from loadtests.sockets.run import CapacityRun, OutOfMemoryWatch, nginx_errors, usage_by_component
+from loadtests.sockets.run import CapacityRun
 from tests.loadtests.chat_server import Broadcaster
 
 
