@@ -20,7 +20,7 @@ from typing import Any
 from loadtests.fanout.generator import SENDER_RATE
 from loadtests.lib import names
 from loadtests.lib.settings import MIN_SEND_INTERVAL
-from loadtests.sockets.plan import DEFAULT_STEPS, PlanError, parse_steps
+from loadtests.sockets.plan import DEFAULT_RATE, DEFAULT_SETTLE, DEFAULT_STEPS, PlanError, parse_steps
 from stackctl import variants
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +35,8 @@ SCENARIOS = ("http", "wrk", "echo", "capacity", "chat", "fanout", "sockets", "so
 # sockets to the limit several minutes per variant and a stack of their own, which would take the
 # three-run bench past its hour; each runs only when named (BENCH_SCENARIOS=fanout).
 ON_REQUEST = ("fanout", "sockets", "soak")
+# nginx/entrypoint.sh's smallest NGINX_WORKER_CONNECTIONS (tests/bench/test_sockets.py ties the two).
+NGINX_MIN_CONNECTIONS = 512
 DEFAULT_SCENARIOS = tuple(name for name in SCENARIOS if name not in ON_REQUEST)
 DEFAULT_PROJECT = "rtd-bench"
 DEFAULT_OUTPUT = ROOT / "results"
@@ -216,11 +218,10 @@ class SocketsSettings:
     can hold them: a process may hold 20,000 open files on this host, so a worker at most ~9,700
     WebSockets (each takes two connections, client and app), and Nginx needs about 28 KB a socket."""
 
+    # The tool's own defaults (loadtests/sockets/plan.py says why 200 handshakes a second).
     steps: tuple[int, ...] = DEFAULT_STEPS  # socket counts, rising
-    # Handshakes per second: at 500, Daphne and Hypercorn refused some at 10,000 sockets (handshake
-    # and history-read deadlines), which is a limit of the rate of new sockets, not of holding them.
-    rate: float = 200.0
-    settle: float = 5.0  # seconds after a step's last handshake before it is measured
+    rate: float = DEFAULT_RATE  # handshakes per second
+    settle: float = DEFAULT_SETTLE  # seconds after a step's last handshake before it is measured
     replicas: int = 2  # app containers: every broadcast crosses the channel layer
     nginx_workers: int = 4  # NGINX_WORKER_PROCESSES of the stage's stack
     nginx_connections: int = 19000  # NGINX_WORKER_CONNECTIONS: 19,512 open files, under the 20,000
@@ -468,7 +469,7 @@ def _validate_sockets(sockets: SocketsSettings) -> None:
         raise ConfigError(f"sockets.settle must be >= 0 seconds, got {sockets.settle!r}")
     _at_least(sockets.replicas, 1, "sockets.replicas")
     _at_least(sockets.nginx_workers, 1, "sockets.nginx_workers")
-    _at_least(sockets.nginx_connections, 512, "sockets.nginx_connections")  # the entry point's minimum
+    _at_least(sockets.nginx_connections, NGINX_MIN_CONNECTIONS, "sockets.nginx_connections")
     if not _MEMORY.match(sockets.nginx_memory):
         raise ConfigError(
             f"sockets.nginx_memory must be a memory limit such as 1g or 768m, got {sockets.nginx_memory!r}"

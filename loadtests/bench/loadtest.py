@@ -116,11 +116,8 @@ def build_sockets(args: argparse.Namespace, out_dir: Path) -> tuple[Stack, socke
     replicas = max(_positive_int(str(args.replicas), "REPLICAS"), defaults.replicas)
     port = _positive_int(str(args.port), "HTTP_PORT")
     extra = shlex.split(os.environ.get("LOADTEST_ARGS", "")) + list(args.locust_args)
-    steps = ",".join(map(str, defaults.steps))
     try:
-        options = sockets_cli.parser().parse_args(
-            ["--host", "http://127.0.0.1", "--steps", steps, "--rate", f"{defaults.rate:g}", *extra]
-        )
+        options = sockets_cli.parser().parse_args(["--host", "http://127.0.0.1", *extra])
         settings = SocketsSettings(
             steps=parse_steps(options.steps), rate=options.rate, settle=options.settle, replicas=replicas
         )

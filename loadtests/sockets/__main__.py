@@ -12,7 +12,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from loadtests.lib.urls import normalize_base_url
-from loadtests.sockets.plan import DEFAULT_STEPS, Plan, PlanError, Step, failure_reason, parse_steps
+from loadtests.sockets.plan import (
+    DEFAULT_RATE,
+    DEFAULT_SETTLE,
+    DEFAULT_STEPS,
+    Plan,
+    PlanError,
+    Step,
+    failure_reason,
+    parse_steps,
+)
 from loadtests.sockets.run import CapacityRun
 
 MARKER = "SOCKETS_JSON "
@@ -27,8 +36,12 @@ def parser() -> argparse.ArgumentParser:
         default=",".join(map(str, DEFAULT_STEPS)),
         help="socket counts, rising (default %(default)s)",
     )
-    p.add_argument("--rate", type=float, default=500.0, help="handshakes per second (default %(default)s)")
-    p.add_argument("--settle", type=float, default=5.0, help="seconds before a step is measured")
+    p.add_argument(
+        "--rate", type=float, default=DEFAULT_RATE, help="handshakes per second (default %(default)s)"
+    )
+    p.add_argument(
+        "--settle", type=float, default=DEFAULT_SETTLE, help="seconds before a step is measured (%(default)s)"
+    )
     p.add_argument("--source", default="127.0.0.1", help="the first loopback source address")
     p.add_argument("--output", help="write the JSON result here as well")
     return p

@@ -19,6 +19,10 @@ from typing import Any
 from loadtests.fanout.steps import percentile
 
 DEFAULT_STEPS = (2000, 5000, 10000, 20000, 30000, 40000)
+# Handshakes per second: at 500, Daphne and Hypercorn refused some at 10,000 sockets (handshake and
+# history-read deadlines), which is a limit of the rate of new sockets, not of holding them.
+DEFAULT_RATE = 200.0
+DEFAULT_SETTLE = 5.0  # seconds after a step's last handshake before it is measured
 # Sockets per generator process, well below the open-files limit of a process (20,000 here): each
 # socket is one descriptor, and a process needs some for itself.
 SOCKETS_PER_PROCESS = 8000
@@ -58,8 +62,8 @@ def source_addresses(first: str, count: int) -> list[str]:
 class Plan:
     base_url: str
     steps: tuple[int, ...] = DEFAULT_STEPS
-    rate: float = 500.0  # handshakes per second, over every process
-    settle: float = 5.0  # seconds after a step's last handshake before it is measured
+    rate: float = DEFAULT_RATE  # handshakes per second, over every process
+    settle: float = DEFAULT_SETTLE
     delivery_timeout: float = 30.0  # seconds for every socket to get the step's broadcast
     room: str = "capacity"
     source: str = "127.0.0.1"  # the first source address; the run takes as many as it needs

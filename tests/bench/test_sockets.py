@@ -4,6 +4,7 @@ its stage and stack, its report section and chart; without Docker."""
 import dataclasses
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -35,6 +36,11 @@ def test_sockets_runs_only_when_named_with_its_defaults():
         nginx_connections=19000, nginx_memory="1g",
     )  # fmt: skip
     assert load(environ={"BENCH_QUICK": "1"}).sockets.steps[-1] < 100  # tiny, for the pipeline's check
+
+
+def test_the_smallest_nginx_connections_is_the_entry_points():
+    entrypoint = (Path(__file__).parents[2] / "nginx" / "entrypoint.sh").read_text()
+    assert f'[ "$NGINX_WORKER_CONNECTIONS" -ge {config.NGINX_MIN_CONNECTIONS} ]' in entrypoint
 
 
 def test_sockets_settings_from_bench_set():
