@@ -56,16 +56,35 @@ class Outcome:
         return self.status == 200
 
 
+class RequestTrace:
+    """httpcore's trace of one request: the events it went through, by name."""
+
+    def __init__(self) -> None:
+        self.events: set[str] = set()
+
+    def __call__(self, event: str, info: dict[str, Any]) -> None:
+        self.events.add(event)
+
+    @property
+    def crossed_keepalive_close(self) -> bool:
+        """The request went out on a reused connection (none was opened for it) and no answer
+        header came back: the one case a client may send it again unasked."""
+        opened = "connection.connect_tcp.started" in self.events
+        answered = "http11.receive_response_headers.complete" in self.events
+        return not opened and not answered
+
+
 class HttpLoad:
     """GET ``path`` from ``workers`` threads until stopped, at most ``duration`` seconds and
     ``max_requests`` requests in all. Each worker keeps one keep-alive connection to Nginx.
 
     Like a browser (and RFC 9112, 9.3.1), a worker sends a GET once more on a new connection when
-    its kept-alive connection closed before any byte of the answer: Nginx closes idle keep-alive
-    connections when it reloads, and a request can cross that close on the wire. The request was
-    never processed; it counts as retried, not failed. Any other error is a failure. The race also
-    shows as a reset connection, which cannot be told apart from a failure: ``keepalive=False``
-    opens a connection per request instead, where neither can happen.
+    a *reused* keep-alive connection closed or was reset before the answer's headers: Nginx closes
+    idle keep-alive connections when it reloads, and a request can cross that close on the wire
+    (the peer's kernel answers a request that arrives after the close with a reset). The request
+    was never processed; it counts as retried, not failed. The same error on a connection opened
+    for the request, or after the answer began, is a failure. ``keepalive=False`` opens a
+    connection per request instead, where the race cannot happen.
     """
 
     def __init__(
@@ -120,10 +139,11 @@ class HttpLoad:
         started = time.monotonic()
         retried = False
         try:
+            trace = RequestTrace()
             try:
-                response = client.get(self.path)
-            except httpx.RemoteProtocolError as exc:
-                if "without sending a response" not in str(exc):  # anything but a closed connection
+                response = client.get(self.path, extensions={"trace": trace})
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+                if not trace.crossed_keepalive_close:
                     raise
                 retried = True
                 response = client.get(self.path)  # the pool opens a new connection
