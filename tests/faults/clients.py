@@ -74,6 +74,14 @@ class RequestTrace:
         return not opened and not answered
 
 
+def closed_or_reset(exc: httpx.HTTPError) -> bool:
+    """The connection closed (a protocol error about an answer that never came) or was reset;
+    not an answer the client could not parse."""
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "without sending a response" in str(exc)
+    return isinstance(exc, httpx.ReadError | httpx.WriteError)
+
+
 class HttpLoad:
     """GET ``path`` from ``workers`` threads until stopped, at most ``duration`` seconds and
     ``max_requests`` requests in all. Each worker keeps one keep-alive connection to Nginx.
@@ -142,8 +150,8 @@ class HttpLoad:
             trace = RequestTrace()
             try:
                 response = client.get(self.path, extensions={"trace": trace})
-            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
-                if not trace.crossed_keepalive_close:
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+                if not (trace.crossed_keepalive_close and closed_or_reset(exc)):
                     raise
                 retried = True
                 response = client.get(self.path)  # the pool opens a new connection

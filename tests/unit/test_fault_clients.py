@@ -15,8 +15,11 @@ from tests.faults.clients import HttpLoad, failures
 
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
 
-# (index of the connection, index of the request on it) -> answer it (True) or reset the connection
-Policy = Callable[[int, int], bool]
+GARBAGE = b"not HTTP at all\r\n\r\n"
+
+# (index of the connection, index of the request on it) -> what the server sends: ANSWER, GARBAGE,
+# or None to reset the connection
+Policy = Callable[[int, int], bytes | None]
 
 
 def reset(conn: socket.socket) -> None:
@@ -36,10 +39,11 @@ def serve(conn: socket.socket, index: int, policy: Policy) -> None:
                     return
                 buffered += chunk
             buffered = buffered.split(b"\r\n\r\n", 1)[1]
-            if not policy(index, request):
+            reply = policy(index, request)
+            if reply is None:
                 reset(conn)
                 return
-            conn.sendall(ANSWER)
+            conn.sendall(reply)
 
 
 @pytest.fixture
@@ -79,7 +83,7 @@ def run(load: HttpLoad) -> HttpLoad:
 
 
 def test_a_reset_of_a_reused_connection_is_retried_not_failed(server) -> None:
-    base_url = server(lambda connection, request: request == 0)  # every kept-alive reuse is reset
+    base_url = server(lambda connection, request: ANSWER if request == 0 else None)  # every reuse reset
     load = run(HttpLoad(base_url, path="/", workers=1, pause=0, duration=10, max_requests=4))
     assert len(load.outcomes) == 4
     assert failures(load.outcomes) == []
@@ -87,8 +91,15 @@ def test_a_reset_of_a_reused_connection_is_retried_not_failed(server) -> None:
 
 
 def test_a_reset_of_a_new_connection_is_a_failure(server) -> None:
-    base_url = server(lambda connection, request: False)  # every request reset, on its own connection
+    base_url = server(lambda connection, request: None)  # every request reset, on its own connection
     load = run(HttpLoad(base_url, path="/", workers=1, pause=0, duration=10, max_requests=3))
     assert len(failures(load.outcomes)) == 3
     assert not any(outcome.retried for outcome in load.outcomes)
     assert all("reset" in outcome.error.lower() for outcome in load.outcomes)
+
+
+def test_a_malformed_answer_on_a_reused_connection_is_a_failure(server) -> None:
+    base_url = server(lambda connection, request: ANSWER if request == 0 else GARBAGE)
+    load = run(HttpLoad(base_url, path="/", workers=1, pause=0, duration=10, max_requests=2))
+    assert [outcome.ok for outcome in load.outcomes] == [True, False]
+    assert not any(outcome.retried for outcome in load.outcomes)
