@@ -237,7 +237,7 @@ class ChatConsumer(GuardedConsumer):
         metrics.chat_stored()
         event = stored.as_event()
         try:
-            await layer_call(self.layer.group_send(self.group, metrics.stamped_broadcast(event)))
+            await layer_call(self._rooms().broadcast(self.group, metrics.stamped_broadcast(event)))
         except DependencyError as exc:
             metrics.layer_failure("group_send")
             # Stored but not broadcast: acknowledge it to the sender (it is in the database and in

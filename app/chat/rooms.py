@@ -3,19 +3,30 @@
 channels-redis delivers a group message to every member channel on its own. With each socket a
 member, one broadcast to the 250 sockets a process holds in a room is 250 reads from Redis in a
 row (four round trips each, under the process's receive lock), and the last socket gets the
-message hundreds of milliseconds after the first. Here a process joins each room once, with a
-channel of its own, reads each broadcast once, and hands it to its sockets of that room in memory.
+message hundreds of milliseconds after the first. Here a process joins each room once, reads each
+broadcast once, and hands it to its sockets of that room in memory.
+
+The process reads all its rooms through one channel and one read, which runs until the layer
+fails: a room that closes leaves its group and nothing else. To channels-redis all the channels of
+a process are one Redis key, and a read cancelled after Redis popped a message, before its reply
+was parsed, loses that message, whichever room it was for (django/channels#1683,
+channels_redis#366): with a read per room, cancelled when the room closed, the other rooms of the
+process missed broadcasts under churn, silently (tests/unit/test_rooms.py, on Redis under make
+test-services). One read also wakes one task per message, where a read per room woke every room's.
+So each broadcast carries its group (``RoomHub.broadcast``), by which the read finds its room.
 
 The room's sockets share each broadcast as one ``Broadcast``, which is encoded as a JSON text
 frame once, by whichever socket sends it first.
 
 The membership is a lease, renewed every third of the layer's group expiry while the room has a
 socket in the process, so a dead process's membership drops out within that expiry. When the
-layer fails (a read or a renewal), every socket of the room gets a ``layer.failed`` event and the
-process forgets the room; the next socket to join starts a new membership.
+layer fails (the read, or a room's renewal), every socket of the rooms concerned gets a
+``layer.failed`` event and the process forgets those rooms; the next socket to join starts a new
+membership (and, after a failed read, a new channel and read).
 
 Only public channel-layer calls are used (``new_channel``, ``group_add``, ``group_discard``,
-``receive``), so it works on every layer: Redis core or pub/sub, and the in-memory one.
+``group_send``, ``receive``), so it works on every layer: Redis core or pub/sub, and the in-memory
+one.
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 LAYER_FAILED = "layer.failed"  # the room's membership is gone: its sockets close and reconnect
 ROOM_OVERFLOW = "room.overflow"  # the socket fell too far behind its room: it closes and reconnects
+ROUTE_KEY = "room_group"  # a broadcast's group, by which the process's read finds its room
 
 # Abandoned reads still being cancelled (a reference keeps each task alive until it ends).
 _abandoned: set[asyncio.Task[Any]] = set()
@@ -125,11 +137,11 @@ class Room:
         self.group = group
         self.capacity = hub.capacity
         self.members: set[Member] = set()
-        self.channel: str | None = None
+        self.channel: str | None = None  # the hub's channel, once it is in the group
         self.failed = False
         self.closed = False
         self._opening: asyncio.Future[None] | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._renewal: asyncio.Task[None] | None = None
 
     async def opened(self) -> None:
         """Join the group (once, whoever asks first); raises what the layer raised."""
@@ -138,37 +150,30 @@ class Room:
         await asyncio.shield(self._opening)
 
     async def _open(self) -> None:
-        layer = self.hub.layer
+        hub = self.hub
+        # The room's last socket may have left just now: its group_discard would undo this join.
+        await hub.left(self.group)
         try:
-            channel = await self.hub.bounded(layer.new_channel())
-            await self.hub.bounded(layer.group_add(self.group, channel))
+            channel = await hub.channel()
+            await hub.bounded(hub.layer.group_add(self.group, channel))
         except Exception:
             metrics.layer_failure("join")
             raise
         self.channel = channel
-        if self.closed:
+        if self.closed or self.failed:
             # The last socket left while the room was joining, and the cancel close() sent was lost:
             # on Python 3.11, asyncio.wait_for returns the result of a call that finishes at the moment
-            # it is cancelled. Leave now, rather than read and renew for no socket until the process ends.
+            # it is cancelled. Or the read failed meanwhile. Leave now, rather than renew for no socket.
             await self._leave()
             return
-        self._tasks = [
-            asyncio.ensure_future(self._read()),
-            asyncio.ensure_future(self._renew(membership_renewal_interval(layer))),
-        ]
+        hub.read(channel)
+        self._renewal = asyncio.ensure_future(self._renew(membership_renewal_interval(hub.layer)))
 
-    async def _read(self) -> None:
-        assert self.channel is not None
-        while True:
-            try:
-                event = await self.hub.layer.receive(self.channel)
-            except Exception as exc:
-                metrics.layer_failure("receive")
-                self.fail(exc)
-                return
-            broadcast = Broadcast(event)
-            for member in list(self.members):
-                member.deliver(broadcast)
+    def deliver(self, event: dict[str, Any]) -> None:
+        """One broadcast the process read for this room, to each of its sockets."""
+        broadcast = Broadcast(event)
+        for member in list(self.members):
+            member.deliver(broadcast)
 
     async def _renew(self, interval: float) -> None:
         """Re-join every ``interval`` seconds: the layer forgets members older than its group expiry."""
@@ -191,20 +196,16 @@ class Room:
         error = f"{type(exc).__name__}: {exc}"
         for member in list(self.members):
             member.fail(error)
-        for task in self._tasks:
-            if task is not asyncio.current_task():
-                cancel_until_done(task)
+        if self._renewal is not None and self._renewal is not asyncio.current_task():
+            cancel_until_done(self._renewal)
 
     async def close(self) -> None:
-        """Stop reading and renewing, and leave the group (the last socket of the room has left)."""
+        """Stop renewing and leave the group (the last socket of the room has left)."""
         self.closed = True
         if self._opening is not None and not self._opening.done():
             self._opening.cancel()
-        # Not waited for: a Redis read can take a while to give up its connection, and the socket
-        # that left does not need it to.
-        for task in self._tasks:
-            if not task.done():
-                cancel_until_done(task)
+        if self._renewal is not None and not self._renewal.done():
+            cancel_until_done(self._renewal)  # a group_add: nothing is lost by cancelling it
         if self.failed or self.channel is None:
             return  # nothing to leave (yet: see _open); a lost membership expires in the layer on its own
         await self._leave()
@@ -219,17 +220,25 @@ class Room:
 
 
 class RoomHub:
-    """The rooms of one channel layer in this process (see ``hub_for``)."""
+    """The rooms of one channel layer in this process, and the one read of their broadcasts
+    (see ``hub_for``)."""
 
     def __init__(self, layer: Any, timeout: float, capacity: int) -> None:
         self.layer = layer
         self.timeout = timeout  # seconds for any layer call
         self.capacity = capacity  # broadcasts a socket may fall behind
         self._rooms: dict[str, Room] = {}
+        self._channel: str | None = None  # every room's membership, read by _read
+        self._reader: asyncio.Task[None] | None = None
+        self._leaving: dict[str, asyncio.Task[None]] = {}  # rooms still leaving their group, by group
 
     def bounded(self, awaitable: Any) -> Any:
         """A layer call that gives up after ``timeout`` seconds: a dead Redis never hangs a room."""
         return asyncio.wait_for(awaitable, self.timeout)
+
+    async def broadcast(self, group: str, event: Mapping[str, Any]) -> None:
+        """Send ``event`` to every socket of ``group``, in every process that has the room."""
+        await self.layer.group_send(group, {**event, ROUTE_KEY: group})
 
     async def join(self, group: str) -> Member:
         """A place in ``group`` for one socket; raises when the layer cannot be joined."""
@@ -253,7 +262,52 @@ class RoomHub:
         if room.members:
             return
         self.forget(room)
-        await room.close()
+        leaving = self._leaving[room.group] = asyncio.ensure_future(room.close())
+
+        def done(_: asyncio.Task[None]) -> None:
+            if self._leaving.get(room.group) is leaving:
+                del self._leaving[room.group]
+
+        leaving.add_done_callback(done)
+        await asyncio.shield(leaving)  # a socket cancelled while leaving does not stop the room's leave
+
+    async def left(self, group: str) -> None:
+        """Once the room of ``group`` that was closing, if any, has left the group."""
+        leaving = self._leaving.get(group)
+        if leaving is not None:
+            await asyncio.wait({leaving})  # how it ended is its own business (close logs it)
+
+    async def channel(self) -> str:
+        """The process's channel: every room's membership."""
+        if self._channel is None:
+            channel = await self.bounded(self.layer.new_channel())
+            if self._channel is None:  # not meanwhile by a room opening beside this one
+                self._channel = channel
+        return self._channel
+
+    def read(self, channel: str) -> None:
+        """Read ``channel`` from now on, unless it is read already (the first room to join starts it)."""
+        if self._reader is None and channel == self._channel:
+            self._reader = asyncio.ensure_future(self._read(channel))
+
+    async def _read(self, channel: str) -> None:
+        """Every broadcast to this process's rooms, each to its room, until the layer fails."""
+        while True:
+            try:
+                event = await self.layer.receive(channel)
+            except Exception as exc:
+                metrics.layer_failure("receive")
+                self._read_failed(exc)
+                return
+            room = self._rooms.get(event.pop(ROUTE_KEY, None))  # None: the room closed since
+            if room is not None:
+                room.deliver(event)
+
+    def _read_failed(self, exc: BaseException) -> None:
+        """Every room loses its membership; the next socket to join starts a new channel and read."""
+        self._channel = self._reader = None
+        for room in list(self._rooms.values()):
+            room.fail(exc)
 
     def forget(self, room: Room) -> None:
         if self._rooms.get(room.group) is room:
