@@ -46,7 +46,7 @@ LAYER_FAILED = "layer.failed"  # the room's membership is gone: its sockets clos
 ROOM_OVERFLOW = "room.overflow"  # the socket fell too far behind its room: it closes and reconnects
 ROUTE_KEY = "room_group"  # a broadcast's group, by which the process's read finds its room
 
-# Abandoned reads still being cancelled (a reference keeps each task alive until it ends).
+# Abandoned layer calls still being cancelled (a reference keeps each task alive until it ends).
 _abandoned: set[asyncio.Task[Any]] = set()
 
 
@@ -54,7 +54,8 @@ def cancel_until_done(task: asyncio.Task[Any], every: float = 0.5, attempts: int
     """Cancel ``task``, again every ``every`` seconds while it swallows the cancellation.
 
     On Python 3.11, asyncio.wait_for inside redis-py's connect returns instead of raising when its
-    inner future finishes at the moment it is cancelled, so a Redis read can outlive one cancel.
+    inner future finishes at the moment it is cancelled, so a Redis call can outlive one cancel.
+    Never used on a read: a cancelled read can lose a message (see the module's docstring).
     """
 
     async def keep_cancelling() -> None:
@@ -63,12 +64,12 @@ def cancel_until_done(task: asyncio.Task[Any], every: float = 0.5, attempts: int
             done, _ = await asyncio.wait({task}, timeout=every)
             if done:
                 return
-        logger.warning("a channel-layer read outlived %d cancellations", attempts)
+        logger.warning("a channel-layer call outlived %d cancellations", attempts)
 
     keeper = asyncio.ensure_future(keep_cancelling())
     _abandoned.add(keeper)
     keeper.add_done_callback(_abandoned.discard)
-    # Nobody awaits the read any more: take its outcome so that asyncio does not log it.
+    # Nobody awaits the call any more: take its outcome so that asyncio does not log it.
     task.add_done_callback(lambda done: done.cancelled() or done.exception())
 
 
