@@ -42,6 +42,19 @@ def counting(layer, name: str) -> list[tuple]:
     return calls
 
 
+def held(layer, name: str) -> asyncio.Event:
+    """Make every call of the layer's ``name`` wait until the returned event is set (then made)."""
+    release = asyncio.Event()
+    original = getattr(layer, name)
+
+    async def waiting(*args):
+        await release.wait()
+        return await original(*args)
+
+    setattr(layer, name, waiting)
+    return release
+
+
 async def next_event(member) -> dict:
     return await asyncio.wait_for(member.next_event(), TIMEOUT)
 
@@ -203,14 +216,7 @@ class SwallowingHub(RoomHub):
 
 async def test_a_room_left_while_it_was_joining_ends_its_membership_even_if_the_cancel_is_lost(layer):
     hub = SwallowingHub(layer, timeout=TIMEOUT, capacity=CAPACITY)
-    release = asyncio.Event()
-    original = layer.group_add
-
-    async def slow_group_add(group, channel):
-        await release.wait()
-        await original(group, channel)
-
-    layer.group_add = slow_group_add
+    release = held(layer, "group_add")
     joining = asyncio.ensure_future(hub.join(GROUP))
     await asyncio.sleep(0.05)
     joining.cancel()  # the only socket leaves while its room is still joining the group
@@ -266,14 +272,7 @@ async def test_a_room_joined_again_while_its_last_leave_is_on_its_way_keeps_its_
     """Every room of the process is the same channel in the layer: the old room's group_discard must
     not come after the new room's group_add."""
     first = await hub.join(GROUP)
-    release = asyncio.Event()
-    original = layer.group_discard
-
-    async def slow_group_discard(group, channel):
-        await release.wait()
-        await original(group, channel)
-
-    layer.group_discard = slow_group_discard
+    release = held(layer, "group_discard")
     leaving = asyncio.ensure_future(hub.leave(first))
     await asyncio.sleep(0.05)
     joining = asyncio.ensure_future(hub.join(GROUP))
