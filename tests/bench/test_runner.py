@@ -174,10 +174,18 @@ def test_the_soak_is_a_step_of_its_own_when_named_and_its_result_is_kept(tmp_pat
 
     monkeypatch.setattr(soak_run, "run_soak", fake_soak)
     monkeypatch.setattr(soak_run, "targets_of", lambda stack: "targets")
-    bench.stack = type("FakeStack", (), {"base_url": "http://127.0.0.1:1"})()
+    tails = []
+
+    def logs_report(self, tail=None):
+        tails.append(tail)
+        return "===== app-1\nWARNING took too long to shut down\n"
+
+    bench.stack = type("FakeStack", (), {"base_url": "http://127.0.0.1:1", "logs_report": logs_report})()
     stage.steps[-1].action()
     assert seen["plan"].churn == 30 * 60 and seen["plan"].users == settings.soak.users
     assert seen["out"] == tmp_path / "runs" / stage.folder / soak_stage.FOLDER
+    assert tails == [soak_stage.LOG_LINES]  # the containers' logs are kept beside the samples
+    assert "took too long" in (seen["out"] / "containers.log").read_text()
     [kept] = bench.results.soaks
     assert (kept["target"], kept["profile"], kept["passed"]) == ("uvicorn", "default", True)
     bench.forget(stage)  # a failed attempt of the stage drops its soak too
