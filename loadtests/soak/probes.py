@@ -4,7 +4,9 @@ Every figure comes from the stack itself, never from the load generator's guesse
 
 - an app container (``APP_PROBE``, run by its own Python): each process's resident memory,
   threads and open file descriptors from /proc (with how many of them are TCP connections to Redis
-  or PostgreSQL: the pools'), and the container's /metrics (the exporter of
+  or PostgreSQL: the pools'), the container's TCP connections in CLOSE_WAIT (the peer has closed,
+  the server has not: a server that stopped reading a socket holds it so until it ends), and the
+  container's /metrics (the exporter of
   core/metrics_exporter.py: the asyncio tasks, database pool and open WebSocket gauges its
   processes write);
 - Redis (``REDIS_COMMAND``): ``INFO memory``, and one Lua script that counts the keys, the channel
@@ -25,6 +27,7 @@ from typing import Any
 
 LAYER_PREFIX = "asgi"  # channels-redis' default key prefix; the app keeps it
 
+TCP_CLOSE_WAIT = "08"  # /proc/net/tcp's state of a socket whose peer closed and which is still open
 # TCP ports of the stack's backends: a socket connected to one is a pooled connection (core/settings).
 BACKEND_PORTS = (6379, 5432)  # Redis, PostgreSQL
 
@@ -32,11 +35,13 @@ APP_PROBE = r"""
 import json, os, socket, urllib.request
 me, processes, error = os.getpid(), [], None
 backend = set()  # inodes of the container's sockets connected to Redis or PostgreSQL
+close_wait = 0
 for table in ("/proc/net/tcp", "/proc/net/tcp6"):
     try:
         with open(table) as rows:
             for row in list(rows)[1:]:
                 fields = row.split()
+                close_wait += fields[3] == TCP_CLOSE_WAIT
                 if int(fields[2].rsplit(":", 1)[1], 16) in BACKEND_PORTS:
                     backend.add(fields[9])
     except OSError:
@@ -69,8 +74,8 @@ try:
     metrics = urllib.request.urlopen(url, timeout=10).read().decode()
 except OSError as exc:
     metrics, error = "", f"{url}: {exc}"
-print(json.dumps({"processes": processes, "metrics": metrics, "error": error}))
-""".replace("BACKEND_PORTS", repr(BACKEND_PORTS))
+print(json.dumps({"processes": processes, "close_wait": close_wait, "metrics": metrics, "error": error}))
+""".replace("BACKEND_PORTS", repr(BACKEND_PORTS)).replace("TCP_CLOSE_WAIT", repr(TCP_CLOSE_WAIT))
 
 # KEYS[] is empty; ARGV[1] is the layer's prefix. Returns {keys, layer keys, groups, members}.
 REDIS_SCRIPT = """
@@ -149,6 +154,7 @@ def parse_app(output: str) -> dict[str, Any]:
             }
             for p in report["processes"]
         ]
+        close_wait = int(report["close_wait"])
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise ProbeError(f"app probe answered {output[-300:]!r}: {exc}") from None
     found: dict[str, Any] = {
@@ -156,6 +162,7 @@ def parse_app(output: str) -> dict[str, Any]:
         "threads": sum(p["threads"] for p in processes),
         "fds": sum(p["fds"] for p in processes),
         "backend_connections": sum(p["backend_connections"] for p in processes),
+        "close_wait": close_wait,
         "processes": processes,
     }
     if report.get("error"):
@@ -226,6 +233,7 @@ APP_TOTALS = (
     "rss_bytes",
     "fds",
     "backend_connections",
+    "close_wait",
     "threads",
     "asyncio_tasks",
     "db_pool_connections",

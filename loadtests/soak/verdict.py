@@ -7,7 +7,8 @@ Three rules:
   first ``window`` seconds after the warm-up against the median of the samples in the last
   ``window`` seconds of the churn, so that one sample taken during a garbage collection or a burst of
   handshakes moves neither end.
-- **baseline** (everything a connection holds: file descriptors, asyncio tasks, threads, database
+- **baseline** (everything a connection holds: file descriptors, sockets left in CLOSE_WAIT, asyncio
+  tasks, threads, database
   connections in use, the channel layer's keys and group memberships, Nginx's connections): once the
   churn has stopped and the stack has had ``settle`` seconds, the median of the samples taken after
   that is at most the baseline (the median before the churn) plus a tolerance: the larger of an
@@ -51,6 +52,11 @@ RESOURCES: tuple[Resource, ...] = (
         "fds_without_pools", "Open file descriptors but the pools' connections, app containers", "",
         "baseline", absolute=4, relative=0.02,
         why="a file or socket opened for a moment at the sampling instant",
+    ),
+    Resource(
+        "close_wait", "Connections the peer closed and the server has not (CLOSE_WAIT), app containers",
+        "", "baseline", absolute=0,
+        why="none: a server closes its side as soon as it reads the peer's end",
     ),
     Resource(
         "backend_connections", "Connections to Redis and PostgreSQL (pools), app containers", "", "bounded",

@@ -6,10 +6,17 @@ Run in a fresh interpreter: importing Daphne installs Twisted's asyncio reactor 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
-from tests.deploy.helpers import DEPLOY
+import websocket
+
+from stackctl.host import free_port
+from tests.deploy.helpers import DEPLOY, log_tail, running
 
 SCRIPT = """
 import asyncio, json, runpy, sys
@@ -98,3 +105,69 @@ def test_a_send_waits_while_the_write_buffer_is_full() -> None:
     assert isinstance(outcome, dict)
     assert outcome["held"] == [False, []]  # nothing written while Twisted holds the producer paused
     assert outcome["sent"] == ["websocket.send", "websocket.send"]
+
+
+FLOOD_APP = """
+import asyncio, os, pathlib
+
+async def app(scope, receive, send):
+    assert scope["type"] == "websocket"
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+
+    async def flood():  # far more than the client's buffers and Twisted's bufferSize hold
+        for _ in range(256):
+            await send({"type": "websocket.send", "bytes": b"x" * 65536})
+
+    flooding = asyncio.ensure_future(flood())
+    while (await receive())["type"] != "websocket.disconnect":
+        pass
+    flooding.cancel()
+    pathlib.Path(os.environ["DISCONNECTED_FILE"]).write_text("disconnected")
+"""
+
+
+def test_a_connection_closed_while_its_sends_wait_is_closed_and_its_app_told(tmp_path) -> None:
+    # The client stops reading, so the app's sends wait (the write buffer is full), then closes: Daphne
+    # answers the close and ends the connection once the buffer is written out. Twisted ends no
+    # connection while a registered producer is paused (ITransport.loseConnection): SendFlow relies on
+    # Autobahn unregistering it before it drops a connection (WebSocketProtocol.dropConnection).
+    # Without that, the socket would stay open with its reading stopped, never notice the peer
+    # leave, and its application would never get websocket.disconnect.
+    (tmp_path / "flood_app.py").write_text(FLOOD_APP)
+    disconnected = tmp_path / "disconnected"
+    port = free_port()
+    argv = [sys.executable, str(DEPLOY / "bin" / "run_daphne.py"), "-b", "127.0.0.1", "-p", str(port)]
+    env = {**os.environ, "DISCONNECTED_FILE": str(disconnected), "PYTHONPATH": str(tmp_path)}
+    log = tmp_path / "daphne.log"
+    with running([*argv, "flood_app:app"], env, tmp_path, log):
+        ws = connect_when_up(f"ws://127.0.0.1:{port}/", log)
+        time.sleep(1)  # the flood fills the buffers on both ends; the client reads nothing yet
+        ws.send_close()
+        ws.sock.settimeout(10)
+        received = 0
+        try:
+            while chunk := ws.sock.recv(1 << 20):
+                received += len(chunk)
+        except TimeoutError:
+            raise AssertionError(
+                f"the server never ended the connection ({received} bytes read)\n{log_tail(log)}"
+            ) from None
+        deadline = time.monotonic() + 5
+        while not disconnected.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert disconnected.exists(), f"the application was never told\n{log_tail(log)}"
+
+
+def connect_when_up(url: str, log: Path, seconds: float = 20) -> websocket.WebSocket:
+    """A WebSocket to ``url`` with a small receive buffer (the client's side fills fast)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return websocket.create_connection(
+                url, timeout=5, sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)]
+            )
+        except OSError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"Daphne did not answer\n{log_tail(log)}") from None
+            time.sleep(0.2)

@@ -32,7 +32,7 @@ def app_output(metrics=METRICS, error=None, rss_kib=(1000, 2000)):
         for i, rss in enumerate(rss_kib)
     ]  # fmt: skip
     return "some warning on stderr would not be here\n" + json.dumps(
-        {"processes": processes, "metrics": metrics, "error": error}
+        {"processes": processes, "close_wait": 2, "metrics": metrics, "error": error}
     )
 
 
@@ -43,6 +43,7 @@ def test_app_probe_sums_the_processes_and_reads_the_gauges():
     found = probes.parse_app(app_output())
     assert found["rss_bytes"] == 3000 * 1024
     assert (found["threads"], found["fds"], found["backend_connections"]) == (4, 20, 6)
+    assert found["close_wait"] == 2  # the container's, not per process
     assert found["asyncio_tasks"] == 3
     assert (found["db_pool_connections"], found["db_pool_in_use"]) == (4, 1)
     assert found["websocket_connections"] == 7  # summed over its routes
@@ -77,6 +78,7 @@ def test_the_app_probe_runs_as_a_script():
     )  # fmt: skip
     report = json.loads(done.stdout)
     assert report["processes"] and all(p["pid"] != 0 for p in report["processes"])
+    assert isinstance(report["close_wait"], int)
     assert report["error"]
     with pytest.raises(probes.ProbeError, match="no /metrics"):
         probes.parse_app(done.stdout)
