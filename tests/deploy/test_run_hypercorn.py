@@ -1,15 +1,25 @@
-"""deploy/bin/run_hypercorn.py: a message over the limit costs the server at most the limit and one read.
+"""deploy/bin/run_hypercorn.py: a message over the limit costs the server at most the limit and one
+read, and a connection whose client left is let go at once.
 
-Run in a fresh interpreter: the script replaces Hypercorn's buffer class for the whole process.
+The buffer is checked in a fresh interpreter (the script replaces Hypercorn's buffer class for the
+whole process), the connections on a Hypercorn process of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
-from tests.deploy.helpers import DEPLOY
+import websocket
+
+from stackctl.host import free_port
+from tests.deploy.helpers import DEPLOY, log_tail, running
 
 LIMIT = 65_536
 CHUNK = 65_536  # one read's worth of a message's data
@@ -72,3 +82,70 @@ def test_hypercorns_own_buffer_keeps_the_whole_message():
     """Why the script exists. When this fails, Hypercorn bounds its buffer itself: drop the script
     (deploy/servers/hypercorn.sh runs Hypercorn directly again) and this test."""
     assert buffers()["stock"]["stored"] == CHUNK * CHUNKS
+
+
+WAIT_APP = """
+async def app(scope, receive, send):
+    assert scope["type"] == "websocket"
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    while (await receive())["type"] != "websocket.disconnect":
+        pass
+"""
+PING_INTERVAL = 30  # seconds: far longer than the wait below
+SOCKETS = 10
+
+
+def test_a_connection_the_client_left_is_let_go_at_once(tmp_path):
+    # A client that leaves without a close frame (a reset, or the end of its connection): Hypercorn
+    # tells the app, the app returns, and the connection is over. Hypercorn's ping task kept
+    # sleeping out its websocket_ping_interval all the same, and the connection's socket and tasks
+    # waited for it: in the soak, hundreds of sockets held up to 20 s after their clients had gone.
+    (tmp_path / "wait_app.py").write_text(WAIT_APP)
+    config = tmp_path / "hypercorn.toml"
+    config.write_text(f"workers = 0\nwebsocket_ping_interval = {PING_INTERVAL}\n")  # in this process
+    port = free_port()
+    argv = [
+        sys.executable, str(DEPLOY / "bin" / "run_hypercorn.py"), "--config", str(config),
+        "--bind", f"127.0.0.1:{port}", "wait_app:app",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    log = tmp_path / "hypercorn.log"
+    with running(argv, env, tmp_path, log) as proc:
+        first = connect_when_up(f"ws://127.0.0.1:{port}/", log)
+        first.close()
+        time.sleep(0.5)
+        before = socket_count(proc.pid)
+        clients = [websocket.create_connection(f"ws://127.0.0.1:{port}/", timeout=5) for _ in range(SOCKETS)]
+        assert socket_count(proc.pid) == before + SOCKETS
+        for client in clients:
+            client.sock.shutdown(socket.SHUT_RDWR)  # the end of the connection, no close frame
+            client.sock.close()
+        deadline = time.monotonic() + 5
+        while socket_count(proc.pid) > before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        held = socket_count(proc.pid) - before
+        assert held == 0, (
+            f"{held} of {SOCKETS} sockets still held 5 s after their clients left\n{log_tail(log)}"
+        )
+
+
+def socket_count(pid: int) -> int:
+    """The process's open sockets, from /proc."""
+    fds = Path(f"/proc/{pid}/fd")
+    count = 0
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):
+            count += os.readlink(fd).startswith("socket:")
+    return count
+
+
+def connect_when_up(url: str, log: Path, seconds: float = 20) -> websocket.WebSocket:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return websocket.create_connection(url, timeout=5)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"Hypercorn did not answer\n{log_tail(log)}") from None
+            time.sleep(0.2)
