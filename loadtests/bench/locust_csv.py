@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtests.bench.config import ROOT
+from stackctl import free_port
 
 LOCUSTFILES = {
     "http": ROOT / "loadtests" / "locustfiles" / "http_endpoints.py",
@@ -71,7 +72,12 @@ class LocustRun:
         if self.summary_only:
             command.append("--only-summary")
         if self.processes:
-            command += ["--processes", str(self.processes)]
+            # The master listens on a free port of the loopback: on Locust's default (5557, every
+            # interface) a second run on the machine could not bind, or its workers joined this
+            # run's master and took over its users.
+            port = str(free_port())
+            command += ["--processes", str(self.processes), "--master-bind-host", "127.0.0.1",
+                        "--master-bind-port", port, "--master-port", port]  # fmt: skip
         if self.reset_stats:
             command.append("--reset-stats")
         if self.full_history:

@@ -101,6 +101,10 @@ def test_command(tmp_path):
     assert command[command.index("-f") + 1].endswith("loadtests/locustfiles/http_endpoints.py")
     assert command[command.index("-t") + 1] == "3s"
     assert command[command.index("--processes") + 1] == "2"
+    # Its master on a port of its own, on the loopback, where its workers look for it.
+    port = command[command.index("--master-bind-port") + 1]
+    assert command[command.index("--master-port") + 1] == port and port != "5557"
+    assert command[command.index("--master-bind-host") + 1] == "127.0.0.1"
     assert "--reset-stats" in command and "--only-summary" in command and "--csv-full-history" not in command
     assert command[-2:] == ["--http-endpoints", "db"]
     assert run.timeout > run.seconds
