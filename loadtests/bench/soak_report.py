@@ -41,7 +41,7 @@ def tolerance_table() -> Table:
             allowed = "baseline + " + (" or ".join(parts) + (", the larger" if r.relative else ""))
         elif r.rule == "bounded":
             parts = [f"{r.absolute:g}"] + ([f"{r.relative * 100:g} %"] if r.relative else [])
-            allowed = "its peak before the end of the warm-up + " + " or ".join(parts)
+            allowed = "until the churn's end: its peak before the end of the warm-up + " + " or ".join(parts)
         else:
             allowed = "not judged"
         rows.append([r.label, allowed, r.why or "-"])

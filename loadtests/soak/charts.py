@@ -73,10 +73,12 @@ def _allowed_line(ax: Axes, found: verdict.Verdict | None, resource: Resource, t
         start = (timeline.churn_ended - timeline.window) / 60
         ax.hlines(found.allowed / scale, start, timeline.churn_ended / 60, colors="#c0392b",
                   linestyles="dashed", label="allowed (+5 % on the first judged window)")  # fmt: skip
-    else:
-        reference = "peak before the warm-up's end" if resource.rule == "bounded" else "baseline"
+    elif resource.rule == "bounded":
         ax.axhline(found.allowed / scale, color="#c0392b", linestyle="dashed",
-                   label=f"allowed after the churn ({reference} + tolerance)")  # fmt: skip
+                   label="allowed during the churn (peak before the warm-up's end + tolerance)")  # fmt: skip
+    else:
+        ax.axhline(found.allowed / scale, color="#c0392b", linestyle="dashed",
+                   label="allowed after the churn (baseline + tolerance)")  # fmt: skip
 
 
 def _series(samples: Sequence[dict[str, Any]], key: str, scale: float) -> tuple[list[float], list[float]]:

@@ -34,8 +34,8 @@ def table(result: Mapping[str, Any]) -> str:
             rule = "growth ≤ 5 % after the warm-up"
             compared = f"{_value(found['baseline'], unit)} → {_value(found['end'], unit)}"
         elif found["rule"] == "bounded":
-            rule = "back under its peak before the warm-up's end"
-            compared = f"{_value(found['baseline'], unit)} peak, {_value(found['end'], unit)} after"
+            rule = "under its peak before the warm-up's end, to the churn's end"
+            compared = f"{_value(found['baseline'], unit)} peak, {_value(found['end'], unit)} at the end"
         elif found["rule"] == "baseline":
             rule = "back to the baseline"
             compared = f"{_value(found['baseline'], unit)} before, {_value(found['end'], unit)} after"

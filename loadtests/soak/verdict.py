@@ -14,9 +14,12 @@ Three rules:
   that is at most the baseline (the median before the churn) plus a tolerance: the larger of an
   absolute allowance and a share of the baseline, stated per resource below with the reason.
 - **bounded** (threads, the pools' connections to Redis and PostgreSQL): a pool that opens threads
-  or connections on demand up to a bound and keeps them may end above the baseline, but not above
-  its peak before the end of the warm-up plus a tolerance: once the pools are full, a count that
-  still climbs is a leak.
+  or connections on demand up to a bound and keeps them may grow past the baseline, but while the
+  churn goes on it may not pass its peak before the end of the warm-up plus a tolerance (the median
+  of the last ``window`` seconds of the churn is judged): once the pools are full, a count that
+  still climbs under a steady load is a leak. Not after the churn: the churn ends with every
+  client leaving at once, and the pools keep what that burst opened (shown in the verdict's
+  detail).
 
 Resources marked **shown** are charted and tabled but not judged, with the reason.
 """
@@ -198,17 +201,21 @@ def judge_baseline(samples: Sequence[dict[str, Any]], resource: Resource) -> Ver
 def judge_bounded(samples: Sequence[dict[str, Any]], resource: Resource, timeline: Timeline) -> Verdict:
     early = values(samples, resource.key, end=timeline.churn_started + timeline.warmup)
     peak = max(early) if early else None
-    after = median(values(samples, resource.key, phase="after"))
-    if peak is None or after is None:
-        missing = "before the end of the warm-up" if peak is None else "after it settled"
+    late = median(values(samples, resource.key, phase="churn", start=timeline.churn_ended - timeline.window))
+    if peak is None or late is None:
+        missing = "before the end of the warm-up" if peak is None else "at the end of the churn"
         return Verdict(
-            resource.key, resource.rule, None, peak, after, None, f"not judged: no sample {missing}"
+            resource.key, resource.rule, None, peak, late, None, f"not judged: no sample {missing}"
         )
     allowed = peak + max(resource.absolute, resource.relative * peak)
-    return Verdict(
-        resource.key, resource.rule, after <= allowed, peak, after, allowed,
-        f"{after:g} after the churn against a peak of {peak:g} before the end of its warm-up",
-    )  # fmt: skip
+    detail = (
+        f"{late:g} in the last {timeline.window:.0f} s of the churn against a peak of {peak:g} "
+        "before the end of its warm-up"
+    )
+    after = median(values(samples, resource.key, phase="after"))
+    if after is not None and after != late:
+        detail += f"; {after:g} after it (the pools keep what the clients' leaving at once opened)"
+    return Verdict(resource.key, resource.rule, late <= allowed, peak, late, allowed, detail)
 
 
 def judge(samples: Sequence[dict[str, Any]], timeline: Timeline) -> list[Verdict]:
