@@ -82,7 +82,8 @@ def _allowed_line(ax: Axes, found: verdict.Verdict | None, resource: Resource, t
 
 
 def _series(samples: Sequence[dict[str, Any]], key: str, scale: float) -> tuple[list[float], list[float]]:
-    points = [(s["t"] / 60, s["totals"][key] / scale) for s in samples if s.get("totals")]
+    # A resource the samples lack (taken before it was probed) has no chart.
+    points = [(s["t"] / 60, s["totals"][key] / scale) for s in samples if key in (s.get("totals") or {})]
     return [x for x, _ in points], [y for _, y in points]
 
 

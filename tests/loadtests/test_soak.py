@@ -419,6 +419,17 @@ def test_a_complete_soak_writes_verdicts_and_charts(tmp_path):
     assert len(result["charts"]) == len(verdict.RESOURCES)
 
 
+def test_samples_without_a_resource_chart_the_others(tmp_path):
+    from loadtests.soak import charts
+
+    # Samples of an older probe: no CLOSE_WAIT count. That resource gets no chart, and no verdict.
+    found = [sample(t, phase, threads=5) for t, phase in ((0, "baseline"), (50, "churn"), (210, "after"))]
+    written = charts.draw(found, TIMELINE, tmp_path)
+    assert [path.name for path in written] == ["soak-threads.png"]
+    [close_wait] = [v for v in verdict.judge(found, TIMELINE) if v.resource == "close_wait"]
+    assert close_wait.passed is None
+
+
 def test_threads_may_stay_at_the_peak_the_pools_reached_early_but_not_climb_after():
     threads = verdict.BY_KEY["threads"]
 
