@@ -75,9 +75,9 @@ def _allowed_line(ax: Axes, found: verdict.Verdict | None, resource: Resource, t
                   linestyles="dashed", label="allowed (+5 % on the first judged window)")  # fmt: skip
     elif resource.rule == "bounded":
         start = (timeline.churn_started + timeline.warmup) / 60
+        label = "allowed in the judged churn (peak before its warm-up's end + tolerance)"
         ax.hlines(found.allowed / scale, start, timeline.churn_ended / 60, colors="#c0392b",
-                  linestyles="dashed",
-                  label="allowed in the judged churn (peak before its warm-up's end + tolerance)")  # fmt: skip
+                  linestyles="dashed", label=label)  # fmt: skip
     else:
         ax.axhline(found.allowed / scale, color="#c0392b", linestyle="dashed",
                    label="allowed after the churn (baseline + tolerance)")  # fmt: skip
