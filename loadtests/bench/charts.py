@@ -20,6 +20,9 @@ from loadtests.bench import sockets
 from loadtests.bench.analysis import ASGI_HELLO, NGINX_FIXED, Figures, median_run
 from loadtests.bench.results import Results
 from loadtests.bench.stats import Spread
+from loadtests.soak import charts as soak_charts
+from loadtests.soak.sampler import read_samples
+from loadtests.soak.verdict import Timeline
 
 CHART_DIR = "charts"
 DPI = 110
@@ -148,6 +151,9 @@ def draw(figures: Sequence[Figures], results: Results, out_dir: Path) -> dict[st
     """Draw every chart there are figures for; returns {chart name: path relative to out_dir}."""
     series = _series(figures, results)
     files: dict[str, str] = {}
+    soaks = _soak_overview(results, out_dir)
+    if soaks:
+        files["soak"] = soaks
     if not series:
         return files
     for tool in ("locust", "wrk"):
@@ -316,3 +322,24 @@ def _sockets_chart(
     else:  # no step held, or the tool read no memory
         right.text(0.5, 0.5, "not measured", ha="center", va="center", transform=right.transAxes)
     return _save(fig, out_dir, "sockets")
+
+
+def _soak_overview(results: Results, out_dir: Path) -> str | None:
+    """Every complete soak of the run on one chart (loadtests/soak/charts.py's overview)."""
+    runs = []
+    for soak in results.soaks:
+        samples = read_samples(out_dir / soak["dir"] / "samples.jsonl")
+        if soak.get("status") != "complete" or not samples:
+            continue
+        plan = soak["plan"]
+        timeline = Timeline(soak["churn_started"], soak["churn_ended"], plan["warmup"], plan["window"])
+        label = (
+            soak["target"]
+            if soak.get("profile", "default") == "default"
+            else f"{soak['target']} · {soak['profile']}"
+        )
+        runs.append((label, samples, timeline))
+    if not runs:
+        return None
+    path = soak_charts.draw_overview(runs, out_dir / CHART_DIR / "soak.png")
+    return f"{CHART_DIR}/{path.name}"

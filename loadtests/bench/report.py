@@ -696,7 +696,7 @@ def build_context(
         sections.append(server_side)
     from loadtests.bench.soak_report import soak_section  # imports this module's Section and Table
 
-    soak = soak_section(results)
+    soak = soak_section(results, chart_files)
     if soak is not None:
         sections.append(soak)
     server_settings = server_settings_section(index, results)

@@ -13,7 +13,8 @@ RULES = (
     "go, chat, idle, leave cleanly, by a TCP reset or in the middle of a frame) with HTTP requests on "
     "every endpoint, while the containers are sampled every few seconds (RSS, threads and file "
     "descriptors from /proc; asyncio tasks, database pool and WebSocket gauges from each container's "
-    "/metrics; Redis' memory, keys and group memberships; Nginx's established connections). A prime "
+    "/metrics; connections in CLOSE_WAIT; Redis' memory, keys and group memberships; Nginx's established "
+    "connections). A prime "
     "run of the same churn comes first, so the pools that grow on demand and keep what they grew are "
     "at their working size when the baseline is taken."
 )
@@ -22,8 +23,9 @@ GROWTH = (
     f"{verdict.MAX_RSS_GROWTH * 100:g} % above the median of the first {{window}} after the warm-up "
     "({warmup}, not judged). Every other judged resource passes when, after the churn and a settle "
     "time, its median is back at the baseline (the median before the churn) within the tolerance of "
-    "the table below; threads and the pools' connections, when they are at most at their peak before the "
-    "end of the warm-up, within theirs."
+    "the table below; threads and the pools' connections pass when, in the last {window} of the churn, "
+    "they are at most at their peak before the end of the warm-up, within theirs (not after: the churn "
+    "ends with every client leaving at once, and the pools keep what that burst opened)."
 )
 
 
@@ -48,10 +50,12 @@ def tolerance_table() -> Table:
     return Table(["resource", "allowed", "why"], rows, title="What each rule allows")
 
 
-def soak_section(results: Results) -> Section | None:
+def soak_section(results: Results, chart_files: dict[str, str]) -> Section | None:
     if not results.soaks:
         return None
-    overview, tables, charts = [], [], []
+    overview, tables = [], []
+    side_by_side = "every variant's soak: memory growth and what connections leave behind"
+    charts = [(chart_files["soak"], side_by_side)] if "soak" in chart_files else []
     for soak in results.soaks:
         label = (
             soak["target"]

@@ -170,3 +170,63 @@ def draw(samples: Sequence[dict[str, Any]], timeline: Timeline, out: Path, title
         plt.close(fig)
         written.append(path)
     return written
+
+
+# The overview's panels: memory as the growth rule sees it, then what a connection leaves behind.
+OVERVIEW = ("rss_bytes", "websocket_connections", "asyncio_tasks", "fds_without_pools")
+
+
+def _growth_series(samples: Sequence[dict[str, Any]], timeline: Timeline) -> tuple[list[float], list[float]]:
+    """Resident memory in the judged churn, in % over the median of its first window (what the growth
+    rule compares)."""
+    first = timeline.churn_started + timeline.warmup
+    reference = verdict.median(
+        verdict.values(samples, "rss_bytes", phase="churn", start=first, end=first + timeline.window)
+    )
+    if not reference:
+        return [], []
+    points = [
+        ((s["t"] - timeline.churn_started) / 60, 100 * (s["totals"]["rss_bytes"] / reference - 1))
+        for s in samples
+        if "rss_bytes" in (s.get("totals") or {}) and first <= s["t"] <= timeline.churn_ended
+    ]
+    return [x for x, _ in points], [y for _, y in points]
+
+
+def draw_overview(runs: Sequence[tuple[str, Sequence[dict[str, Any]], Timeline]], path: Path) -> Path:
+    """Several soaks side by side: a panel per resource of ``OVERVIEW``, a line per run, on minutes
+    since the run's churn started (the churn's end is the dotted line)."""
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex=True)
+    colours = plt.get_cmap("tab10").colors
+    for ax, key in zip(axes.flat, OVERVIEW, strict=True):
+        resource = verdict.BY_KEY[key]
+        for i, (label, samples, timeline) in enumerate(runs):
+            if key == "rss_bytes":
+                xs, ys = _growth_series(samples, timeline)
+            else:
+                xs, ys = _series(samples, key, _scale(resource))
+                xs = [x - timeline.churn_started / 60 for x in xs]
+            ax.plot(xs, ys, linewidth=1, color=colours[i % len(colours)], label=label)
+            ax.axvline((timeline.churn_ended - timeline.churn_started) / 60, color="grey", linestyle=":")
+        if key == "rss_bytes":
+            ax.axhline(
+                100 * verdict.MAX_RSS_GROWTH, color="#c0392b", linestyle="dashed", label="allowed growth"
+            )
+            ax.set_title(
+                "Resident memory, app containers, in the judged churn:\n% over its first window", fontsize=10
+            )
+            ax.set_ylabel("%")
+        else:
+            ax.set_title(resource.label, fontsize=10)
+            ax.set_ylabel("count")
+            ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("minutes since the churn started")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path

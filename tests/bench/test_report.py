@@ -243,6 +243,29 @@ def test_the_soak_section_has_a_verdict_per_variant_and_its_charts(tmp_path):
     assert "400.0 MiB → 410.0 MiB" in section
     assert "runs/daphne-default/soak/charts/soak-fds.png" in section
     assert "runs/uvicorn-default/soak/charts/soak-rss_bytes.png" in (tmp_path / "report.html").read_text()
+    assert "charts/soak.png" not in section  # no samples to draw the variants side by side
+
+
+def test_the_soak_section_draws_every_variant_side_by_side_from_their_samples(tmp_path):
+    results = json.loads(FIXTURE.read_text())
+    results["soaks"] = [soak_record("uvicorn", True), soak_record("daphne", False)]
+    for soak in results["soaks"]:
+        soak.update(churn_started=20.0, churn_ended=1820.0)
+        folder = tmp_path / soak["dir"]
+        folder.mkdir(parents=True)
+        totals = {
+            "rss_bytes": 400 * 2**20,
+            "websocket_connections": 0,
+            "asyncio_tasks": 3,
+            "fds_without_pools": 90,
+        }
+        lines = [{"t": t, "phase": "churn", "totals": totals} for t in range(0, 1900, 60)]
+        (folder / "samples.jsonl").write_text("\n".join(map(json.dumps, lines)) + "\n")
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    report.render(tmp_path)
+    section = (tmp_path / "report.md").read_text().split("## Soak")[1]
+    assert "charts/soak.png" in section
+    assert (tmp_path / "charts" / "soak.png").stat().st_size > 0
 
 
 def test_no_soak_no_section(rendered):
