@@ -3,9 +3,8 @@
 Selected by ``BENCH_SCENARIOS`` only (never by default, nor by ``BENCH_QUICK``); settings in the
 ``soak`` section (``BENCH_SET="soak.minutes=10"``, or ``SOAK_MINUTES``). The stage scales its
 stack to ``soak.replicas`` first. What the soak wrote (samples.jsonl, soak.json, charts/, Locust's
-reports, and the last ``LOG_LINES`` lines of every container's log in containers.log, for the
-warnings a leak leaves there) stays in ``runs/<stage>/soak/``; the report shows the verdicts and
-charts per variant.
+reports, and every container's log in containers.log, for the warnings a leak leaves there) stays
+in ``runs/<stage>/soak/``; the report shows the verdicts and charts per variant.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from loadtests.bench.scenarios import PLAN_LOCUST_START
 from loadtests.soak import run
 
 FOLDER = "soak"
-LOG_LINES = 20_000  # per container: the whole soak of an app server's warnings, not Nginx's access log
 
 
 def plan(config: BenchConfig) -> run.SoakPlan:
@@ -40,8 +38,7 @@ def run_soak(bench: Any, stage: Any) -> None:
     try:
         result = run.run_soak(plan(bench.config), run.targets_of(stack), locust, out, sys.executable)
     finally:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "containers.log").write_text(stack.logs_report(tail=LOG_LINES))
+        run.save_container_logs(stack, out)
     result.update(
         stage=stage.name, target=stage.target, profile=stage.profile_name, dir=str(out.relative_to(bench.out))
     )

@@ -2,8 +2,8 @@
 
 ``SOAK_MINUTES`` (default 30) sets the churn's length; ``USERS`` the churning users (100). The
 stack runs with two app replicas at least, so rooms span replicas and the channel layer carries
-every broadcast. Results land in the run's folder: samples.jsonl, soak.json, charts/soak-*.png and
-Locust's reports (prime_*, locust_*).
+every broadcast. Results land in the run's folder: samples.jsonl, soak.json, charts/soak-*.png,
+Locust's reports (prime_*, locust_*) and every container's log (containers.log).
 """
 
 from __future__ import annotations
@@ -60,6 +60,8 @@ def soak(stack: Stack, plan: run.SoakPlan, out: Path, workers: int, extra: tuple
     except procs.Interrupted as exc:
         print(f"soak: {exc}; what was sampled is in {out}/", file=sys.stderr)
         return 128 + exc.signum
+    finally:
+        run.save_container_logs(stack, out)
     print(summary.table(result))
     print(f"soak: {summary.headline(result)}; charts in {out}/charts/")
     return 0 if result.get("passed") else 1

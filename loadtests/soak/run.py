@@ -91,6 +91,18 @@ def targets_of(stack: Stack) -> Targets:
     return Targets(apps=apps, redis=stack.container("redis"), nginx=stack.container("nginx"))
 
 
+# Lines kept of each container's log: the whole soak of an app server's warnings, not Nginx's access log.
+CONTAINER_LOG_LINES = 20_000
+
+
+def save_container_logs(stack: Stack, out: Path) -> Path:
+    """Every container's log (its last ``CONTAINER_LOG_LINES``) beside the samples: containers.log."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "containers.log"
+    path.write_text(stack.logs_report(tail=CONTAINER_LOG_LINES))
+    return path
+
+
 def wait(seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
     """Sleep ``seconds``, in short steps so that a signal's handler runs promptly."""
     end = clock() + seconds

@@ -184,7 +184,7 @@ def test_the_soak_is_a_step_of_its_own_when_named_and_its_result_is_kept(tmp_pat
     stage.steps[-1].action()
     assert seen["plan"].churn == 30 * 60 and seen["plan"].users == settings.soak.users
     assert seen["out"] == tmp_path / "runs" / stage.folder / soak_stage.FOLDER
-    assert tails == [soak_stage.LOG_LINES]  # the containers' logs are kept beside the samples
+    assert tails == [soak_run.CONTAINER_LOG_LINES]  # the containers' logs are kept beside the samples
     assert "took too long" in (seen["out"] / "containers.log").read_text()
     [kept] = bench.results.soaks
     assert (kept["target"], kept["profile"], kept["passed"]) == ("uvicorn", "default", True)
