@@ -14,9 +14,10 @@ else
     set --
 fi
 
+# --no-control-socket: as in gunicorn.sh (no writable home for its control socket).
 exec gunicorn "$ASGI_APP" \
     --config "$(dirname "$0")/../bin/gunicorn_asgi_conf.py" \
-    --bind "$BIND_HOST:$PORT" \
+    --bind "$BIND_HOST:$PORT" --no-control-socket \
     --workers "$WEB_CONCURRENCY" --worker-class asgi \
     --asgi-loop uvloop --asgi-lifespan off \
     --websocket-max-message-size "$WS_MAX_MESSAGE_BYTES" \

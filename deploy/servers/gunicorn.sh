@@ -32,8 +32,11 @@ fi
 # --keep-alive: idle seconds of an upstream connection (gthread; sync ignores it), longer than Nginx
 # keeps one idle, so Nginx always closes it first. KEEPALIVE_TIMEOUT=0 closes after every answer,
 # which measured slower than the sync workers.
+# --no-control-socket: Gunicorn opens a control socket (for gunicornc) under $HOME by default; the
+# image's user has no home it can write to, so it logged an error at every start. Workers are managed
+# by signals and the orchestrator here.
 exec gunicorn "$WSGI_APP" \
-    --bind "$BIND_HOST:$PORT" \
+    --bind "$BIND_HOST:$PORT" --no-control-socket \
     --workers "$WEB_CONCURRENCY" --worker-class "$GUNICORN_WORKER_CLASS" \
     --keep-alive "$KEEPALIVE_TIMEOUT" \
     --graceful-timeout "$GRACEFUL_TIMEOUT" --timeout 30 \

@@ -73,6 +73,7 @@ def start_environment(port: int, database: Path, overrides: dict[str, str]) -> d
         "DJANGO_SECRET_KEY": "test-only-secret-key-for-the-gunicorn-start-file-tests-0123456789",
         "DJANGO_HTTPS": "0",
         "SQLITE_PATH": str(database),
+        "HOME": "/proc/no-home",  # as in the image: the app's user has no home it can write to
         "PORT": str(port),
         "WEB_CONCURRENCY": "1",
         **overrides,
@@ -134,3 +135,4 @@ def test_start_file_settings_reach_gunicorn(case: Case, tmp_path: Path) -> None:
             returncode = None
         idle.close()
         assert returncode == 0, f"exit status {returncode} after SIGTERM\n{log_tail(log)}"
+    assert "ERROR" not in log.read_text(), log_tail(log)  # e.g. a control socket it cannot create
