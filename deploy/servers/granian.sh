@@ -9,8 +9,10 @@ export WS_APP_HEARTBEAT="$WS_PING_INTERVAL"
 
 if [ "$SERVER_ACCESS_LOG" = 1 ]; then access_log=--access-log; else access_log=--no-access-log; fi
 
+# asginl: ASGI without lifespan. The app has none (Uvicorn and gunicorn-asgi run with it off too);
+# with it on, each Granian worker logged a lifespan error at every start.
 exec granian "$ASGI_APP" \
-    --interface asgi \
+    --interface asginl \
     --host "$BIND_HOST" --port "$PORT" \
     --workers "$WEB_CONCURRENCY" \
     --loop uvloop --http 1 --ws \
