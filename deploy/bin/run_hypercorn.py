@@ -42,7 +42,11 @@ class BoundedWebsocketBuffer(ws_stream.WebsocketBuffer):
 
 
 class PromptlyEndedWSStream(ws_stream.WSStream):
-    """A WebSocket stream whose ping task ends as soon as the stream is closed."""
+    """A WebSocket stream whose ping task ends as soon as the stream is closed.
+
+    For Hypercorn's asyncio workers (the stack runs ``worker_class = "uvloop"``): the wait is an
+    asyncio event where Hypercorn's own sleep goes through its worker context.
+    """
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         self._ended = asyncio.Event()
