@@ -8,11 +8,11 @@ Three rules:
   ``window`` seconds of the churn, so that one sample taken during a garbage collection or a burst of
   handshakes moves neither end.
 - **baseline** (everything a connection holds: file descriptors, sockets left in CLOSE_WAIT, asyncio
-  tasks, threads, database
-  connections in use, the channel layer's keys and group memberships, Nginx's connections): once the
-  churn has stopped and the stack has had ``settle`` seconds, the median of the samples taken after
-  that is at most the baseline (the median before the churn) plus a tolerance: the larger of an
-  absolute allowance and a share of the baseline, stated per resource below with the reason.
+  tasks, database connections in use, the channel layer's keys and group memberships, Nginx's
+  connections): once the churn has stopped and the stack has had ``settle`` seconds, the median of
+  the samples taken after that is at most the baseline (the median before the churn) plus a
+  tolerance: the larger of an absolute allowance and a share of the baseline, stated per resource
+  below with the reason.
 - **bounded** (threads, the pools' connections to Redis and PostgreSQL): a pool that opens threads
   or connections on demand up to a bound and keeps them may grow past the baseline, but while the
   churn goes on it may not pass its peak before the end of the warm-up plus a tolerance (the median
