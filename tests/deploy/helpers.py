@@ -13,6 +13,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import websocket
+
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 # The virtualenv running the tests (.venv/bin with `make`): its servers stand in for /opt/venv/bin.
@@ -62,3 +64,15 @@ def running(argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> Itera
 
 def log_tail(log: Path, lines: int = 40) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
+
+
+def websocket_when_up(url: str, log: Path, sockopt: tuple = (), seconds: float = 20) -> websocket.WebSocket:
+    """A WebSocket to ``url`` once the server answers (``sockopt``: the client socket's options)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return websocket.create_connection(url, timeout=5, sockopt=sockopt)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the server did not answer\n{log_tail(log)}") from None
+            time.sleep(0.2)

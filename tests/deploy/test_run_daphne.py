@@ -11,12 +11,9 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
-
-import websocket
 
 from stackctl.host import free_port
-from tests.deploy.helpers import DEPLOY, log_tail, running
+from tests.deploy.helpers import DEPLOY, log_tail, running, websocket_when_up
 
 SCRIPT = """
 import asyncio, json, runpy, sys
@@ -141,7 +138,7 @@ def test_a_connection_closed_while_its_sends_wait_is_closed_and_its_app_told(tmp
     env = {**os.environ, "DISCONNECTED_FILE": str(disconnected), "PYTHONPATH": str(tmp_path)}
     log = tmp_path / "daphne.log"
     with running([*argv, "flood_app:app"], env, tmp_path, log):
-        ws = connect_when_up(f"ws://127.0.0.1:{port}/", log)
+        ws = websocket_when_up(f"ws://127.0.0.1:{port}/", log, [(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)])
         time.sleep(1)  # the flood fills the buffers on both ends; the client reads nothing yet
         ws.send_close()
         ws.sock.settimeout(10)
@@ -157,17 +154,3 @@ def test_a_connection_closed_while_its_sends_wait_is_closed_and_its_app_told(tmp
         while not disconnected.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         assert disconnected.exists(), f"the application was never told\n{log_tail(log)}"
-
-
-def connect_when_up(url: str, log: Path, seconds: float = 20) -> websocket.WebSocket:
-    """A WebSocket to ``url`` with a small receive buffer (the client's side fills fast)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            return websocket.create_connection(
-                url, timeout=5, sockopt=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)]
-            )
-        except OSError:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"Daphne did not answer\n{log_tail(log)}") from None
-            time.sleep(0.2)

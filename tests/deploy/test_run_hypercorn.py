@@ -19,7 +19,7 @@ from pathlib import Path
 import websocket
 
 from stackctl.host import free_port
-from tests.deploy.helpers import DEPLOY, log_tail, running
+from tests.deploy.helpers import DEPLOY, log_tail, running, websocket_when_up
 
 LIMIT = 65_536
 CHUNK = 65_536  # one read's worth of a message's data
@@ -112,7 +112,7 @@ def test_a_connection_the_client_left_is_let_go_at_once(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     log = tmp_path / "hypercorn.log"
     with running(argv, env, tmp_path, log) as proc:
-        first = connect_when_up(f"ws://127.0.0.1:{port}/", log)
+        first = websocket_when_up(f"ws://127.0.0.1:{port}/", log)
         first.close()
         time.sleep(0.5)
         before = socket_count(proc.pid)
@@ -138,14 +138,3 @@ def socket_count(pid: int) -> int:
         with contextlib.suppress(OSError):
             count += os.readlink(fd).startswith("socket:")
     return count
-
-
-def connect_when_up(url: str, log: Path, seconds: float = 20) -> websocket.WebSocket:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            return websocket.create_connection(url, timeout=5)
-        except OSError:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"Hypercorn did not answer\n{log_tail(log)}") from None
-            time.sleep(0.2)
