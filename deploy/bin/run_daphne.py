@@ -29,9 +29,15 @@ tests/deploy/test_run_daphne.py and tests/faults, the fourth by tests/deploy/tes
 tests/security (sockets that never read, under broadcast); run it with Daphne's usual arguments:
 ``run_daphne.py --fd 3 config.asgi:application``.
 
-It also runs Daphne's Twisted reactor on uvloop, as every other variant runs (``DAPHNE_LOOP=asyncio``
-keeps Daphne's own choice, asyncio's loop): ``daphne.server`` creates its loop when it is imported,
-from the policy set here first.
+Daphne's Twisted reactor runs on asyncio's own loop, Daphne's and Twisted's choice.
+``DAPHNE_LOOP=uvloop`` runs it on uvloop instead, faster in the bench but not safe: when a socket
+is readable and in error at once (the peer's last bytes and its reset arrive together, as when Nginx
+closes an upstream connection Daphne then writes to), uvloop runs Twisted's reader once and closes
+its poll for good. Twisted reads the bytes, not the error, and never hears from the socket again: the
+connection is never lost, its application never gets ``websocket.disconnect``, and its next write
+raises "the handler is closed" (MagicStack/uvloop#552, twisted/twisted#11904). The soak showed it
+under churn; tests/deploy/test_run_daphne.py shows it directly. ``daphne.server`` creates its loop
+when it is imported, from the policy set here first.
 """
 
 import asyncio
@@ -39,7 +45,7 @@ import logging
 import os
 from typing import Any
 
-if (os.environ.get("DAPHNE_LOOP") or "uvloop") == "uvloop":
+if (LOOP := os.environ.get("DAPHNE_LOOP") or "asyncio") == "uvloop":
     import uvloop
 
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # before daphne.server makes its loop
@@ -127,4 +133,8 @@ server.WebSocketFactory = WebSocketFactory  # the name daphne.server builds its 
 CommandLineInterface.server_class = Server
 
 if __name__ == "__main__":
+    if LOOP not in ("asyncio", "uvloop"):
+        raise SystemExit(f"DAPHNE_LOOP={LOOP!r}: asyncio or uvloop")
+    if LOOP == "uvloop":
+        logger.warning("DAPHNE_LOOP=uvloop: a connection reset right after its last bytes is never ended")
     CommandLineInterface.entrypoint()
