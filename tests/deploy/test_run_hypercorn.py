@@ -1,5 +1,6 @@
 """deploy/bin/run_hypercorn.py: a message over the limit costs the server at most the limit and one
-read, and a connection whose client left is let go at once.
+read, and a connection whose client left (a WebSocket, or an idle keep-alive connection) is let go
+at once.
 
 The buffer is checked in a fresh interpreter (the script replaces Hypercorn's buffer class for the
 whole process), the connections on a Hypercorn process of its own.
@@ -19,7 +20,7 @@ from pathlib import Path
 import websocket
 
 from stackctl.host import free_port
-from tests.deploy.helpers import DEPLOY, log_tail, running, websocket_when_up
+from tests.deploy.helpers import DEPLOY, log_tail, running, wait_for_http, websocket_when_up
 
 LIMIT = 65_536
 CHUNK = 65_536  # one read's worth of a message's data
@@ -127,6 +128,48 @@ def test_a_connection_the_client_left_is_let_go_at_once(tmp_path):
         held = socket_count(proc.pid) - before
         assert held == 0, (
             f"{held} of {SOCKETS} sockets still held 5 s after their clients left\n{log_tail(log)}"
+        )
+
+
+HTTP_APP = """
+async def app(scope, receive, send):
+    assert scope["type"] == "http"
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+"""
+KEEP_ALIVE_TIMEOUT = 30  # seconds: far longer than the wait below
+
+
+def test_an_idle_connection_the_client_closed_is_let_go_at_once(tmp_path):
+    # Nginx closes an idle upstream connection after a second (nginx/upstreams.conf.template); its
+    # socket on Hypercorn's side sat in CLOSE_WAIT until keep_alive_timeout ran out.
+    (tmp_path / "http_app.py").write_text(HTTP_APP)
+    config = tmp_path / "hypercorn.toml"
+    config.write_text(f"workers = 0\nkeep_alive_timeout = {KEEP_ALIVE_TIMEOUT}\n")
+    port = free_port()
+    argv = [
+        sys.executable, str(DEPLOY / "bin" / "run_hypercorn.py"), "--config", str(config),
+        "--bind", f"127.0.0.1:{port}", "http_app:app",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    log = tmp_path / "hypercorn.log"
+    with running(argv, env, tmp_path, log) as proc:
+        assert wait_for_http(port, "/", proc, time.monotonic() + 20) == 200, log_tail(log)
+        time.sleep(0.5)
+        before = socket_count(proc.pid)
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(SOCKETS)]
+        for client in clients:  # one request each, answered, and the connection kept alive
+            client.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            assert client.recv(4096).startswith(b"HTTP/1.1 200"), log_tail(log)
+        assert socket_count(proc.pid) == before + SOCKETS
+        for client in clients:
+            client.close()  # idle, ended by the client
+        deadline = time.monotonic() + 5
+        while socket_count(proc.pid) > before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        held = socket_count(proc.pid) - before
+        assert held == 0, (
+            f"{held} of {SOCKETS} idle sockets still held 5 s after their clients closed\n{log_tail(log)}"
         )
 
 
