@@ -79,8 +79,8 @@ def _allowed_line(ax: Axes, found: verdict.Verdict | None, resource: Resource, t
         ax.hlines(found.allowed / scale, start, timeline.churn_ended / 60, colors="#c0392b",
                   linestyles="dashed", label=label)  # fmt: skip
     else:
-        ax.axhline(found.allowed / scale, color="#c0392b", linestyle="dashed",
-                   label="allowed after the churn (baseline + tolerance)")  # fmt: skip
+        label = "allowed after the churn: " + ("none" if resource.rule == "none" else "baseline + tolerance")
+        ax.axhline(found.allowed / scale, color="#c0392b", linestyle="dashed", label=label)
 
 
 def _series(samples: Sequence[dict[str, Any]], key: str, scale: float) -> tuple[list[float], list[float]]:

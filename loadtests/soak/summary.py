@@ -39,6 +39,9 @@ def table(result: Mapping[str, Any]) -> str:
         elif found["rule"] == "baseline":
             rule = "back to the baseline"
             compared = f"{_value(found['baseline'], unit)} before, {_value(found['end'], unit)} after"
+        elif found["rule"] == "none":
+            rule = "none left after the churn"
+            compared = f"{_value(found['baseline'], unit)} before, {_value(found['end'], unit)} after"
         else:
             rule = "shown only"
             compared = f"{_value(found['baseline'], unit)} before, {_value(found['end'], unit)} after"

@@ -1,18 +1,21 @@
 """The soak's verdict per resource, from the samples alone (pure functions).
 
-Three rules:
+Four rules:
 
 - **growth** (resident memory of the app containers): after the warm-up, memory may grow by at most
   ``MAX_RSS_GROWTH`` (5 %) while the churn goes on. Measured as the median of the samples in the
   first ``window`` seconds after the warm-up against the median of the samples in the last
   ``window`` seconds of the churn, so that one sample taken during a garbage collection or a burst of
   handshakes moves neither end.
-- **baseline** (everything a connection holds: file descriptors, sockets left in CLOSE_WAIT, asyncio
-  tasks, database connections in use, the channel layer's keys and group memberships, Nginx's
-  connections): once the churn has stopped and the stack has had ``settle`` seconds, the median of
-  the samples taken after that is at most the baseline (the median before the churn) plus a
-  tolerance: the larger of an absolute allowance and a share of the baseline, stated per resource
-  below with the reason.
+- **baseline** (everything a connection holds: file descriptors, asyncio tasks, database
+  connections in use, the channel layer's keys and group memberships, Nginx's connections): once
+  the churn has stopped and the stack has had ``settle`` seconds, the median of the samples taken
+  after that is at most the baseline (the median before the churn) plus a tolerance: the larger of
+  an absolute allowance and a share of the baseline, stated per resource below with the reason.
+- **none** (sockets left in CLOSE_WAIT): once the churn has settled, none is left, whatever the
+  baseline held. The baseline is taken seconds after the priming clients left, and a server that
+  holds closed connections for a while still holds some of them then: against that baseline, the
+  same fault would pass.
 - **bounded** (threads, the pools' connections to Redis and PostgreSQL): a pool that opens threads
   or connections on demand up to a bound and keeps them may grow past the baseline, but while the
   churn goes on it may not pass its peak before the end of the warm-up plus a tolerance (the median
@@ -43,7 +46,7 @@ class Resource:
     key: str  # in a sample's totals
     label: str
     unit: str  # "MiB" (shown from bytes) or "" (a count)
-    rule: str  # "growth", "baseline", "bounded" or "shown"
+    rule: str  # "growth", "baseline", "none", "bounded" or "shown"
     absolute: float = 0.0  # baseline rule: allowance above the baseline, in the resource's own count
     relative: float = 0.0  # baseline rule: allowance as a share of the baseline
     why: str = ""  # what the tolerance allows for, or why the resource is only shown
@@ -58,8 +61,8 @@ RESOURCES: tuple[Resource, ...] = (
     ),
     Resource(
         "close_wait", "Connections the peer closed and the server has not (CLOSE_WAIT), app containers",
-        "", "baseline", absolute=0,
-        why="none: a server closes its side as soon as it reads the peer's end",
+        "", "none",
+        why="a server closes its side as soon as it reads the peer's end",
     ),
     Resource(
         "backend_connections", "Connections to Redis and PostgreSQL (pools), app containers", "", "bounded",
@@ -184,6 +187,7 @@ def judge_growth(samples: Sequence[dict[str, Any]], resource: Resource, timeline
 
 
 def judge_baseline(samples: Sequence[dict[str, Any]], resource: Resource) -> Verdict:
+    """The baseline rule, and the none rule (the same comparison, against no baseline)."""
     before = median(values(samples, resource.key, phase="baseline"))
     after = median(values(samples, resource.key, phase="after"))
     if before is None or after is None:
@@ -191,11 +195,13 @@ def judge_baseline(samples: Sequence[dict[str, Any]], resource: Resource) -> Ver
         return Verdict(
             resource.key, resource.rule, None, before, after, None, f"not judged: no sample {missing}"
         )
-    allowed = before + max(resource.absolute, resource.relative * before)
-    return Verdict(
-        resource.key, resource.rule, after <= allowed, before, after, allowed,
-        f"{after:g} after the churn against {before:g} before it (at most {allowed:g})",
-    )  # fmt: skip
+    if resource.rule == "none":
+        allowed = 0.0
+        detail = f"{after:g} after the churn (none may be left; {before:g} before it)"
+    else:
+        allowed = before + max(resource.absolute, resource.relative * before)
+        detail = f"{after:g} after the churn against {before:g} before it (at most {allowed:g})"
+    return Verdict(resource.key, resource.rule, after <= allowed, before, after, allowed, detail)
 
 
 def judge_bounded(samples: Sequence[dict[str, Any]], resource: Resource, timeline: Timeline) -> Verdict:
@@ -225,7 +231,7 @@ def judge(samples: Sequence[dict[str, Any]], timeline: Timeline) -> list[Verdict
             verdicts.append(judge_growth(samples, resource, timeline))
         elif resource.rule == "bounded":
             verdicts.append(judge_bounded(samples, resource, timeline))
-        elif resource.rule == "baseline":
+        elif resource.rule in ("baseline", "none"):
             verdicts.append(judge_baseline(samples, resource))
         else:
             before = median(values(samples, resource.key, phase="baseline"))
@@ -246,4 +252,4 @@ def overall(verdicts: Sequence[Verdict]) -> bool | None:
 
 def returned_to_baseline(verdicts: Sequence[Verdict]) -> list[Verdict]:
     """The baseline and bounded verdicts that failed (what the short soak in CI asserts is empty)."""
-    return [v for v in verdicts if v.rule in ("baseline", "bounded") and v.passed is False]
+    return [v for v in verdicts if v.rule in ("baseline", "none", "bounded") and v.passed is False]

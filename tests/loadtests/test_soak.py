@@ -430,6 +430,20 @@ def test_samples_without_a_resource_chart_the_others(tmp_path):
     assert close_wait.passed is None
 
 
+def test_sockets_in_close_wait_are_judged_against_none_not_against_the_baseline():
+    def after_churn(before: float, after: float) -> verdict.Verdict:
+        found = [sample(10, "baseline", close_wait=before), sample(50, "churn", close_wait=40)]
+        found += [sample(210, "after", close_wait=after)]
+        [close_wait] = [v for v in verdict.judge(found, TIMELINE) if v.resource == "close_wait"]
+        return close_wait
+
+    # A server that holds closed connections for a while held some at the baseline too.
+    assert after_churn(before=20, after=20).passed is False
+    assert after_churn(before=20, after=0).passed is True
+    assert after_churn(before=0, after=1).passed is False
+    assert verdict.returned_to_baseline([after_churn(before=20, after=20)])
+
+
 def test_threads_may_stay_at_the_peak_the_pools_reached_early_but_not_climb_after():
     threads = verdict.BY_KEY["threads"]
 
