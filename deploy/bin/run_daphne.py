@@ -24,6 +24,11 @@ later), and the stack documents those codes for every server; so:
    ``too_slow`` once CHANNEL_LAYER_CAPACITY broadcasts are queued, instead of growing Daphne's
    memory by every broadcast for as long as the socket lives.
 
+5. a send on a connection that Autobahn has closed and Daphne has not yet seen go raises an OSError,
+   as the ASGI spec asks of a send on a closed connection (and as the other servers do), not
+   Autobahn's ``Disconnected``: the app then knows the client is gone (a race of every busy room
+   with clients leaving; in the soak, a few a half hour, each logged as an error of the app).
+
 The first two are covered by tests/integration (close codes per server), the third by
 tests/deploy/test_run_daphne.py and tests/faults, the fourth by tests/deploy/test_run_daphne.py and
 tests/security (sockets that never read, under broadcast); run it with Daphne's usual arguments:
@@ -50,6 +55,7 @@ if (LOOP := os.environ.get("DAPHNE_LOOP") or "asyncio") == "uvloop":
 
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # before daphne.server makes its loop
 
+from autobahn.exception import Disconnected
 from daphne import server, ws_protocol
 from daphne.cli import CommandLineInterface
 from twisted.internet import defer
@@ -106,13 +112,20 @@ class WebSocketFactory(ws_protocol.WebSocketFactory):
         super().setProtocolOptions(failByDrop=False, closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT, **options)
 
 
+class ClosedConnectionError(ConnectionError):
+    """A send on a connection that is closed (an OSError, as the ASGI spec asks)."""
+
+
 class Server(server.Server):
     async def handle_reply(self, protocol: Any, message: dict[str, Any]) -> None:
         """The application's ``send``: a WebSocket frame waits until the client has read enough."""
         flow = getattr(protocol, "send_flow", None)
         if flow is not None and message.get("type") == "websocket.send":
             await flow.writable.wait()
-        await super().handle_reply(protocol, message)
+        try:
+            await super().handle_reply(protocol, message)
+        except Disconnected as exc:
+            raise ClosedConnectionError(str(exc)) from exc
 
     def kill_all_applications(self) -> defer.Deferred[Any]:
         """Cancel every pending application instance and wait until all of them have ended."""

@@ -105,6 +105,34 @@ def test_a_send_waits_while_the_write_buffer_is_full() -> None:
     assert outcome["sent"] == ["websocket.send", "websocket.send"]
 
 
+CLOSED_SEND_SCRIPT = """
+import asyncio, json, runpy, sys
+from autobahn.exception import Disconnected
+module = runpy.run_path(sys.argv[1], run_name="run_daphne")
+Server = module["Server"]
+
+class Protocol:  # Autobahn closed it; Daphne has not heard yet (onClose not called)
+    def handle_reply(self, message):
+        raise Disconnected("Attempt to send on a closed protocol")
+
+async def main():
+    server = Server.__new__(Server)  # only handle_reply is exercised
+    protocol = Protocol()
+    server.connections = {protocol: {}}
+    try:
+        await server.handle_reply(protocol, {"type": "websocket.send", "text": "x"})
+    except Exception as exc:
+        print(json.dumps({"raised": type(exc).__name__, "oserror": isinstance(exc, OSError)}))
+
+asyncio.run(main())
+"""
+
+
+def test_a_send_on_a_closed_connection_raises_an_oserror() -> None:
+    # The ASGI spec's answer, which the consumers read as "the client is gone" (chat.consumers).
+    assert outcome_of(CLOSED_SEND_SCRIPT) == {"raised": "ClosedConnectionError", "oserror": True}
+
+
 FLOOD_APP = """
 import asyncio, os, pathlib
 
