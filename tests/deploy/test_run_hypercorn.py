@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import websocket
@@ -93,8 +94,40 @@ async def app(scope, receive, send):
     while (await receive())["type"] != "websocket.disconnect":
         pass
 """
-PING_INTERVAL = 30  # seconds: far longer than the wait below
+HTTP_APP = """
+async def app(scope, receive, send):
+    assert scope["type"] == "http"
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+"""
+LONG_WAIT = 30  # seconds of Hypercorn's ping interval and keep-alive timeout: far longer than the wait below
 SOCKETS = 10
+
+
+@contextlib.contextmanager
+def hypercorn(
+    tmp_path: Path, app_source: str, config: str
+) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
+    """run_hypercorn.py serving ``app_source``'s ``app`` in one process, with ``config`` (TOML) added."""
+    (tmp_path / "test_app.py").write_text(app_source)
+    toml = tmp_path / "hypercorn.toml"
+    toml.write_text(f"workers = 0\n{config}\n")
+    port = free_port()
+    argv = [
+        sys.executable, str(DEPLOY / "bin" / "run_hypercorn.py"), "--config", str(toml),
+        "--bind", f"127.0.0.1:{port}", "test_app:app",
+    ]  # fmt: skip
+    log = tmp_path / "hypercorn.log"
+    with running(argv, {**os.environ, "PYTHONPATH": str(tmp_path)}, tmp_path, log) as proc:
+        yield proc, port, log
+
+
+def sockets_held(pid: int, before: int, seconds: float = 5) -> int:
+    """How many sockets over ``before`` the process still holds after up to ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while socket_count(pid) > before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return socket_count(pid) - before
 
 
 def test_a_connection_the_client_left_is_let_go_at_once(tmp_path):
@@ -102,19 +135,8 @@ def test_a_connection_the_client_left_is_let_go_at_once(tmp_path):
     # tells the app, the app returns, and the connection is over. Hypercorn's ping task kept
     # sleeping out its websocket_ping_interval all the same, and the connection's socket and tasks
     # waited for it: in the soak, hundreds of sockets held up to 20 s after their clients had gone.
-    (tmp_path / "wait_app.py").write_text(WAIT_APP)
-    config = tmp_path / "hypercorn.toml"
-    config.write_text(f"workers = 0\nwebsocket_ping_interval = {PING_INTERVAL}\n")  # in this process
-    port = free_port()
-    argv = [
-        sys.executable, str(DEPLOY / "bin" / "run_hypercorn.py"), "--config", str(config),
-        "--bind", f"127.0.0.1:{port}", "wait_app:app",
-    ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    log = tmp_path / "hypercorn.log"
-    with running(argv, env, tmp_path, log) as proc:
-        first = websocket_when_up(f"ws://127.0.0.1:{port}/", log)
-        first.close()
+    with hypercorn(tmp_path, WAIT_APP, f"websocket_ping_interval = {LONG_WAIT}") as (proc, port, log):
+        websocket_when_up(f"ws://127.0.0.1:{port}/", log).close()
         time.sleep(0.5)
         before = socket_count(proc.pid)
         clients = [websocket.create_connection(f"ws://127.0.0.1:{port}/", timeout=5) for _ in range(SOCKETS)]
@@ -122,38 +144,16 @@ def test_a_connection_the_client_left_is_let_go_at_once(tmp_path):
         for client in clients:
             client.sock.shutdown(socket.SHUT_RDWR)  # the end of the connection, no close frame
             client.sock.close()
-        deadline = time.monotonic() + 5
-        while socket_count(proc.pid) > before and time.monotonic() < deadline:
-            time.sleep(0.1)
-        held = socket_count(proc.pid) - before
+        held = sockets_held(proc.pid, before)
         assert held == 0, (
             f"{held} of {SOCKETS} sockets still held 5 s after their clients left\n{log_tail(log)}"
         )
 
 
-HTTP_APP = """
-async def app(scope, receive, send):
-    assert scope["type"] == "http"
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
-    await send({"type": "http.response.body", "body": b"ok"})
-"""
-KEEP_ALIVE_TIMEOUT = 30  # seconds: far longer than the wait below
-
-
 def test_an_idle_connection_the_client_closed_is_let_go_at_once(tmp_path):
     # Nginx closes an idle upstream connection after a second (nginx/upstreams.conf.template); its
     # socket on Hypercorn's side sat in CLOSE_WAIT until keep_alive_timeout ran out.
-    (tmp_path / "http_app.py").write_text(HTTP_APP)
-    config = tmp_path / "hypercorn.toml"
-    config.write_text(f"workers = 0\nkeep_alive_timeout = {KEEP_ALIVE_TIMEOUT}\n")
-    port = free_port()
-    argv = [
-        sys.executable, str(DEPLOY / "bin" / "run_hypercorn.py"), "--config", str(config),
-        "--bind", f"127.0.0.1:{port}", "http_app:app",
-    ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    log = tmp_path / "hypercorn.log"
-    with running(argv, env, tmp_path, log) as proc:
+    with hypercorn(tmp_path, HTTP_APP, f"keep_alive_timeout = {LONG_WAIT}") as (proc, port, log):
         assert wait_for_http(port, "/", proc, time.monotonic() + 20) == 200, log_tail(log)
         time.sleep(0.5)
         before = socket_count(proc.pid)
@@ -164,10 +164,7 @@ def test_an_idle_connection_the_client_closed_is_let_go_at_once(tmp_path):
         assert socket_count(proc.pid) == before + SOCKETS
         for client in clients:
             client.close()  # idle, ended by the client
-        deadline = time.monotonic() + 5
-        while socket_count(proc.pid) > before and time.monotonic() < deadline:
-            time.sleep(0.1)
-        held = socket_count(proc.pid) - before
+        held = sockets_held(proc.pid, before)
         assert held == 0, (
             f"{held} of {SOCKETS} idle sockets still held 5 s after their clients closed\n{log_tail(log)}"
         )
