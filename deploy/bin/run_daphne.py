@@ -31,7 +31,8 @@ later), and the stack documents those codes for every server; so:
 
 The first two are covered by tests/integration (close codes per server), the third by
 tests/deploy/test_run_daphne.py and tests/faults, the fourth by tests/deploy/test_run_daphne.py and
-tests/security (sockets that never read, under broadcast); run it with Daphne's usual arguments:
+tests/security (sockets that never read, under broadcast), the fifth by
+tests/deploy/test_run_daphne.py; run it with Daphne's usual arguments:
 ``run_daphne.py --fd 3 config.asgi:application``.
 
 Daphne's Twisted reactor runs on asyncio's own loop, Daphne's and Twisted's choice.
