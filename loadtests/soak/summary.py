@@ -19,6 +19,10 @@ def _value(value: float | None, unit: str) -> str:
     return f"{value:g}"
 
 
+# The rules judged once the churn is over, as the table names them.
+AFTER_THE_CHURN = {"baseline": "back to the baseline", "none": "none left after the churn"}
+
+
 def table(result: Mapping[str, Any]) -> str:
     """One row per resource: its rule, the two figures compared, what was allowed, the outcome."""
     rows = [
@@ -36,14 +40,8 @@ def table(result: Mapping[str, Any]) -> str:
         elif found["rule"] == "bounded":
             rule = "under its peak before the warm-up's end, to the churn's end"
             compared = f"{_value(found['baseline'], unit)} peak, {_value(found['end'], unit)} at the end"
-        elif found["rule"] == "baseline":
-            rule = "back to the baseline"
-            compared = f"{_value(found['baseline'], unit)} before, {_value(found['end'], unit)} after"
-        elif found["rule"] == "none":
-            rule = "none left after the churn"
-            compared = f"{_value(found['baseline'], unit)} before, {_value(found['end'], unit)} after"
         else:
-            rule = "shown only"
+            rule = AFTER_THE_CHURN.get(found["rule"], "shown only")
             compared = f"{_value(found['baseline'], unit)} before, {_value(found['end'], unit)} after"
         rows.append(
             f"| {resource.label} | {rule} | {compared} | {_value(found['allowed'], unit)} "
