@@ -262,6 +262,10 @@ WS_MAX_MESSAGE_BYTES = env.get_int("WS_MAX_MESSAGE_BYTES", 65_536)
 # start files of servers that cannot send WebSocket pings themselves turn it on, so that an idle
 # socket still carries traffic more often than the proxy's read timeout.
 WS_APP_HEARTBEAT = env.get_float("WS_APP_HEARTBEAT", 0.0)
+# Seconds the client must have sent nothing before the app's close goes out; 0 = off. Only the start
+# files of servers that end the connection at the app's close without the closing handshake turn it
+# on: a socket closed with the client's frames unread is reset, and the reset loses the close frame.
+WS_QUIET_BEFORE_CLOSE = env.get_float("WS_QUIET_BEFORE_CLOSE", 0.0)
 # Layer or database calls made by a consumer give up after this many seconds (no hang).
 WS_DEPENDENCY_TIMEOUT = env.get_float("WS_DEPENDENCY_TIMEOUT", 5.0)
 

@@ -1,10 +1,11 @@
 """What any WebSocket consumer needs to behave the same under every server the stack runs.
 
 The servers differ where Channels assumes one behaviour: Granian loses a close sent while a read of
-the client is pending, Daphne and Hypercorn stop a connection by cancelling it without a
-``websocket.disconnect``, Gunicorn's ASGI worker holds WebSockets open on SIGTERM, Granian and
-Gunicorn's worker send no pings. ``PortableConsumer`` makes each of these come out the same; the
-application's consumers (chat/consumers.py) build on it and add only their own protocol.
+the client is pending and ends the connection the moment the app closes it, Daphne and Hypercorn
+stop a connection by cancelling it without a ``websocket.disconnect``, Gunicorn's ASGI worker holds
+WebSockets open on SIGTERM, Granian and Gunicorn's worker send no pings. ``PortableConsumer`` makes
+each of these come out the same; the application's consumers (chat/consumers.py) build on it and add
+only their own protocol.
 """
 
 import asyncio
@@ -66,8 +67,11 @@ class ClientReceive:
         self._pending: asyncio.Task[dict[str, Any]] | None = None
         self._resumed = asyncio.Event()
         self._resumed.set()
+        self._disconnect: dict[str, Any] | None = None  # read by drain(), for the consumer's next read
 
     async def __call__(self) -> dict[str, Any]:
+        if self._disconnect is not None:
+            return self._disconnect
         while True:
             await self._resumed.wait()
             self._pending = asyncio.ensure_future(self._receive())
@@ -92,6 +96,28 @@ class ClientReceive:
             yield
         finally:
             self._resumed.set()
+
+    async def drain(self, quiet: float, limit: float) -> None:
+        """Read and drop the client's frames until none has come for ``quiet`` seconds, or ``limit``
+        seconds have passed. Call it only with no read pending (inside ``paused()``).
+
+        Granian (2.8) ends the TCP connection as soon as the app closes, without waiting for the
+        client's close frame. Frames the client sent that Granian has not read yet make that end a
+        reset, and a reset destroys what the proxy had not passed on yet: the client then gets
+        neither the close frame nor the error frames before it, only a dropped connection (a client
+        closed for flooding did, under load). Drained first, the socket closes with nothing unread.
+        A disconnect read here is what the consumer's next read gets.
+        """
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(limit):
+                while self._disconnect is None:
+                    try:
+                        async with asyncio.timeout(quiet):
+                            message = await self._receive()
+                    except TimeoutError:
+                        return  # the client is quiet
+                    if message["type"] == "websocket.disconnect":
+                        self._disconnect = message
 
 
 class PortableConsumer(AsyncWebsocketConsumer):
@@ -189,11 +215,14 @@ class PortableConsumer(AsyncWebsocketConsumer):
             await handler(message)
 
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
-        if self._open and not self._close_sent:  # before accept, a close refuses the handshake
+        closing_open_socket = self._open and not self._close_sent  # before accept, a close refuses
+        if closing_open_socket:
             sent = 1000 if code is None or isinstance(code, bool) else code  # Channels sends none: 1000
             metrics.ws_closed(self.metrics_route, sent, "app")
         self._close_sent = True
         async with self._client_receive.paused():
+            if closing_open_socket and settings.WS_QUIET_BEFORE_CLOSE > 0:  # Granian's start file
+                await self._client_receive.drain(settings.WS_QUIET_BEFORE_CLOSE, CLOSE_HANDSHAKE_TIMEOUT)
             await super().close(code, reason)
 
     def start_background(self, work: Awaitable[None]) -> None:

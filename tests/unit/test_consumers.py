@@ -307,6 +307,61 @@ async def test_flood_is_rate_limited_then_closed(settings):
     assert closed == {"type": "websocket.close", "code": 1008}
 
 
+def flood_settings(settings, quiet: float) -> None:
+    settings.WS_RATE_PER_SECOND = 0.001
+    settings.WS_RATE_BURST = 1
+    settings.WS_RATE_STRIKES = 1
+    settings.WS_QUIET_BEFORE_CLOSE = quiet
+
+
+async def outputs_until_the_close(client) -> list[dict]:
+    outputs = [await client.receive_output(timeout=TIMEOUT)]
+    while outputs[-1]["type"] != "websocket.close":
+        outputs.append(await client.receive_output(timeout=TIMEOUT))
+    return outputs
+
+
+async def test_with_quiet_before_close_the_flood_is_read_to_its_end_before_the_close(settings):
+    # Granian's start file sets WS_QUIET_BEFORE_CLOSE: a close that leaves frames unread there is a
+    # reset, which loses the close frame. Sent all at once, the flood is read whole before the close.
+    flood_settings(settings, quiet=0.05)
+    client = await connect("/ws/echo/")
+    for number in range(20):
+        await send(client, {"message": f"flood {number}"})
+    outputs = await outputs_until_the_close(client)
+    assert client.input_queue.empty()  # every frame read: nothing left for a reset to destroy
+    assert outputs[-1] == {"type": "websocket.close", "code": 1008}
+    assert [json.loads(o["text"])["code"] for o in outputs[1:-1]] == ["rate_limited"]
+
+
+async def test_without_quiet_before_close_the_close_goes_out_at_once(settings):
+    flood_settings(settings, quiet=0.0)
+    client = await connect("/ws/echo/")
+    for number in range(20):
+        await send(client, {"message": f"flood {number}"})
+    assert (await outputs_until_the_close(client))[-1] == {"type": "websocket.close", "code": 1008}
+    assert not client.input_queue.empty()  # the rest of the flood is the server's to drop
+
+
+async def test_a_client_that_never_goes_quiet_is_closed_within_the_bound(settings, monkeypatch):
+    flood_settings(settings, quiet=0.2)
+    monkeypatch.setattr(portable, "CLOSE_HANDSHAKE_TIMEOUT", 0.5)
+    client = await connect("/ws/echo/")
+
+    async def flood_forever() -> None:
+        for number in range(10_000):
+            await send(client, {"message": f"flood {number}"})
+            await asyncio.sleep(0.01)
+
+    flooding = asyncio.ensure_future(flood_forever())
+    try:
+        started = asyncio.get_running_loop().time()
+        assert (await outputs_until_the_close(client))[-1] == {"type": "websocket.close", "code": 1008}
+        assert asyncio.get_running_loop().time() - started < TIMEOUT
+    finally:
+        flooding.cancel()
+
+
 # --- Dependencies down ---------------------------------------------------------------------------------
 
 
@@ -499,6 +554,15 @@ async def test_a_read_cancelled_by_its_consumer_is_cancelled():
     reader.cancel()
     with pytest.raises(asyncio.CancelledError):
         await reader
+
+
+async def test_a_disconnect_read_while_draining_is_the_next_read():
+    queue: asyncio.Queue[dict] = asyncio.Queue()
+    for message in (SENT_DURING_THE_CLOSE, {"type": "websocket.disconnect", "code": 1000}):
+        queue.put_nowait(message)
+    reads = portable.ClientReceive(queue.get)
+    await asyncio.wait_for(reads.drain(quiet=TIMEOUT, limit=2 * TIMEOUT), TIMEOUT / 2)  # no waiting
+    assert await asyncio.wait_for(reads(), TIMEOUT) == {"type": "websocket.disconnect", "code": 1000}
 
 
 async def test_a_socket_too_far_behind_its_room_gets_an_error_frame_and_a_1013_close():
