@@ -10,7 +10,9 @@ from loadtests.bench import __main__ as cli
 from loadtests.bench import report
 from loadtests.bench.analysis import analyse
 from loadtests.bench.results import Results
+from loadtests.bench.soak_report import tolerance_table
 from loadtests.bench.stats import Spread
+from loadtests.soak import verdict
 from tests.bench.checks import PLACEHOLDERS, assert_report_shows
 
 FIXTURE = Path(__file__).parent / "fixtures" / "results.json"
@@ -266,6 +268,15 @@ def test_the_soak_section_draws_every_variant_side_by_side_from_their_samples(tm
     section = (tmp_path / "report.md").read_text().split("## Soak")[1]
     assert "charts/soak.png" in section
     assert (tmp_path / "charts" / "soak.png").stat().st_size > 0
+
+
+def test_the_soak_rules_table_states_every_judged_rule():
+    allowed = {row[0]: row[1] for row in tolerance_table().rows}
+    for resource in verdict.RESOURCES:
+        judged = resource.rule != "shown"
+        assert (allowed[resource.label] != "not judged") == judged, resource.key
+    close_wait = next(r for r in verdict.RESOURCES if r.key == "close_wait")
+    assert allowed[close_wait.label].startswith("none")
 
 
 def test_no_soak_no_section(rendered):
