@@ -25,8 +25,14 @@ STEP_COLUMNS = [
     "p99 ms",
     "max ms",
     "failures",
+    "machine CPU, cores busy",
+    "generator CPU, cores",
     "held",
 ]
+
+
+def fmt_cores(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def step_rows(steps: list[dict[str, Any]]) -> list[list[str]]:
@@ -39,6 +45,8 @@ def step_rows(steps: list[dict[str, Any]]) -> list[list[str]]:
             fmt_ms(step["p99_ms"]),
             fmt_ms(step["max_ms"]),
             fmt_count(step["failures"]),
+            fmt_cores(step.get("machine_cores")),
+            fmt_cores(step.get("generator_cores")),
             "yes" if step["passed"] else f"no: {step['why']}",
         ]
         for step in steps
@@ -93,7 +101,10 @@ def fanout_section(index: Index, results: Results, chart_files: dict[str, str]) 
         f"that did not (median of the runs, min to max). {LIMITED_MARK}: within "
         f"{float(results.settings.get('generator_threshold', 0.8)) * 100:.0f} % of the generator's own "
         "fan-out ceiling (the raw ASGI broadcaster, which fans out within each server process only). "
-        "Generator: loadtests/fanout (asyncio, websockets, uvloop), not Locust.",
+        "Generator: loadtests/fanout (asyncio, websockets, uvloop), not Locust. Each step's CPU is read "
+        "over its measured window: the machine's busy cores (of all it has: the generator, Nginx, the app, "
+        "Redis and PostgreSQL share them) and the generator's own share of them; a step that failed with "
+        "the machine's cores all busy met the CPU limit, one that failed with cores to spare met another.",
     ]
     return Section(
         "Chat fan-out throughput",

@@ -22,6 +22,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from loadtests.fanout import cpu
 from loadtests.fanout.steps import StepResult, judge, summarize_latencies, sustained
 from loadtests.lib.probe import Probe, decode_probe, encode_probe, latency_ms
 from loadtests.lib.urls import join_url, origin_of, ws_base_url
@@ -72,6 +73,15 @@ class Window:
 
     def holds(self, sent_at: float) -> bool:
         return self.start <= sent_at < self.end
+
+
+async def cpu_over(opens: float, seconds: float) -> tuple[float, float]:
+    """The machine's and the generator's busy cores from loop time ``opens`` for ``seconds``."""
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(max(0.0, opens - loop.time()))
+    before = cpu.read()
+    await asyncio.sleep(seconds)
+    return cpu.cores_used(before, cpu.read())
 
 
 class FanoutRun:
@@ -171,6 +181,7 @@ class FanoutRun:
         opens = now + plan.settle
         window = Window(opens, opens + plan.seconds)
         self.span, self.window = window, window
+        cpu_used = asyncio.ensure_future(cpu_over(start + plan.settle, plan.seconds))
         await asyncio.gather(
             *(
                 self.send(sender, n, rate, start, start + plan.settle + plan.seconds)
@@ -179,10 +190,12 @@ class FanoutRun:
         )
         await asyncio.sleep(plan.grace)
         self.window = None  # later copies of this step's messages are no longer counted
+        machine_cores, generator_cores = await cpu_used
         result = StepResult(
             rate=rate, senders=len(senders), seconds=plan.seconds, messages=window.messages,
             expected=window.expected, deliveries=len(window.latencies),
             errors=dict(window.errors), closes=dict(window.closes),
+            machine_cores=machine_cores, generator_cores=generator_cores,
         )  # fmt: skip
         return judge(summarize_latencies(result, window.latencies), plan.threshold_ms)
 
@@ -228,6 +241,7 @@ class FanoutRun:
             "members": plan.members,
             "sockets": len(self.members),
             "processes_seen": len({m.process for m in self.members}),
+            "machine_cores": cpu.machine_cores(),
             "threshold_ms": plan.threshold_ms,
             "join_seconds": round(joined, 2),
             "steps": [s.to_json() for s in steps],

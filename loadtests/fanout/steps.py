@@ -48,6 +48,10 @@ class StepResult:
     closes: dict[str, int] = field(default_factory=dict)  # sockets the server closed, by reason
     passed: bool = False
     why: str = ""  # why the step did not hold
+    # CPU cores busy over the measurement window (loadtests/fanout/cpu.py): the whole machine's, and
+    # the generator's own share of them; None when not read.
+    machine_cores: float | None = None
+    generator_cores: float | None = None
 
     @property
     def missing(self) -> int:

@@ -3,6 +3,7 @@ its settings, its report section; and the generator's counts against a broadcast
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -10,9 +11,10 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from loadtests.bench import config, fanout, report
 from loadtests.bench.analysis import analyse
-from loadtests.bench.fanout_report import fanout_section
+from loadtests.bench.fanout_report import STEP_COLUMNS, fanout_section
 from loadtests.bench.results import Results, Run
 from loadtests.fanout import __main__ as cli
+from loadtests.fanout import cpu
 from loadtests.fanout.generator import FanoutRun, Plan
 from loadtests.fanout.steps import MIN_DELIVERIES, StepResult, geometric_rates, judge, sustained
 from tests.loadtests.chat_server import Broadcaster
@@ -28,12 +30,13 @@ def test_geometric_rates():
             geometric_rates(*bad)
 
 
-def step(rate, deliveries_per_s, p99, *, missing=0, errors=None, closes=None):
+def step(rate, deliveries_per_s, p99, *, missing=0, errors=None, closes=None, cores=(None, None)):
     seconds = 4.0
     delivered = int(deliveries_per_s * seconds)
     result = StepResult(
         rate=rate, senders=1, seconds=seconds, messages=int(rate * seconds), expected=delivered + missing,
         deliveries=delivered, p50_ms=p99 / 2, p99_ms=p99, errors=errors or {}, closes=closes or {},
+        machine_cores=cores[0], generator_cores=cores[1],
     )  # fmt: skip
     return judge(result, threshold_ms=100)
 
@@ -176,7 +179,12 @@ def fake_results(tmp_path: Path) -> Results:
         measurement = results.measurement(target, "" if kind == "ceiling" else "default", "fanout", case,
                                           "fanout", fanout.ROW, kind)  # fmt: skip
         for best in bests:
-            steps = [step(20, 1000, 5), step(30, 1500, 8), step(36, 1800, 8), step(45, 2250, 9)]
+            steps = [
+                step(20, 1000, 5, cores=(1.9, 0.4)),
+                step(30, 1500, 8),
+                step(36, 1800, 8),
+                step(45, 2250, 9),
+            ]
             steps = [s for s in steps if s.deliveries_per_s <= best] + [step(99, best * 1.5, 500)]
             row, found = fanout.parse_result(result(steps))
             measurement.add(Run(tool="fanout", rows={fanout.ROW: row}, steps=found))
@@ -196,6 +204,9 @@ def test_report_section_shows_median_ceiling_and_steps(tmp_path):
     assert median_steps.title == "uvicorn: steps of run 1"  # the run whose figure is the median
     assert [r[-1] for r in median_steps.rows][:2] == ["yes", "yes"]
     assert median_steps.rows[-1][-1].startswith("no: p99 500 ms")
+    machine, generator = (STEP_COLUMNS.index(c) for c in ("machine CPU, cores busy", "generator CPU, cores"))
+    cpu_cells = [(r[machine], r[generator]) for r in median_steps.rows]
+    assert cpu_cells[:2] == [("1.90", "0.40"), ("-", "-")]  # a step without a reading says so
     assert section.charts == [("charts/fanout.png", "fan-out: offered deliveries/s against delivery p99")]
 
 
@@ -232,6 +243,27 @@ async def test_generator_counts_every_delivery_exactly(processes):
         assert measured["errors"] == {} and measured["closes"] == {}
     assert run.sent == broadcaster.received  # every message sent reached the server once
     assert sum(s["messages"] for s in steps) <= run.sent
+    assert found["machine_cores"] >= 1
+    for measured in steps:  # the broadcaster and the generator ran here: some CPU, the generator's within
+        assert measured["machine_cores"] > 0
+        assert 0 <= measured["generator_cores"] <= measured["machine_cores"] + 0.05
+
+
+def test_cores_used_is_cpu_seconds_over_wall_seconds():
+    before = cpu.CpuReading(at=10.0, busy=100.0, own=5.0)
+    after = cpu.CpuReading(at=14.0, busy=106.0, own=6.0)
+    assert cpu.cores_used(before, after) == (1.5, 0.25)
+    assert cpu.cores_used(after, after) == (0.0, 0.0)  # no time between them: nothing to divide
+
+
+def test_a_reading_counts_the_cpu_this_process_burns():
+    before = cpu.read()
+    started = time.process_time()
+    while time.process_time() - started < 0.2:  # 0.2 s of this process's CPU, however busy the machine
+        pass
+    after = cpu.read()
+    assert after.own - before.own >= 0.19
+    assert after.busy - before.busy >= after.own - before.own - 0.05  # the machine's count includes it
 
 
 async def test_generator_reports_a_closed_member():
