@@ -9,7 +9,7 @@ set -eu
 # shellcheck source=common.sh
 . "$(dirname "$0")/common.sh"
 export WS_APP_HEARTBEAT="$WS_PING_INTERVAL"
-export WS_QUIET_BEFORE_CLOSE=0.25  # seconds; the flood case of tests/security under load
+export WS_QUIET_BEFORE_CLOSE=0.25  # seconds of silence: every flooding client of the test under load got its 1008
 
 if [ "$SERVER_ACCESS_LOG" = 1 ]; then access_log=--access-log; else access_log=--no-access-log; fi
 
