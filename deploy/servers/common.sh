@@ -28,11 +28,18 @@ cpu_count() {
 : "${WS_PING_TIMEOUT:=20}"            # a peer that does not answer a ping in time is dropped
 : "${GRACEFUL_TIMEOUT:=20}"           # seconds to finish in-flight work on SIGTERM (< stop grace 30 s)
 : "${KEEPALIVE_TIMEOUT:=75}"          # idle keep-alive seconds, above Nginx's upstream idle time (60)
+# Seconds a worker may give no sign of life before its supervisor kills and replaces it (Gunicorn's
+# --timeout, Uvicorn's --timeout-worker-healthcheck). Not Uvicorn's 5 s: a worker holding thousands
+# of WebSockets can be that busy with one broadcast to all of them, and its kill drops every one of
+# them, whose reconnections load the other workers further (docs/benchmarks.md, the sockets to the
+# limit). Gunicorn's own default, 30, for every server that has such a supervisor.
+: "${WORKER_TIMEOUT:=30}"
 # 1: the server logs every request too. Off by default: Nginx's access log has every request
 # already, with its request id and the upstream's status and time, and a second line per request
 # from the server cost 14 to 35 % of the HTTP throughput in the bench (docs/benchmarks.md).
 : "${SERVER_ACCESS_LOG:=0}"
 export PORT WEB_CONCURRENCY WS_MAX_MESSAGE_BYTES WS_PING_INTERVAL WS_PING_TIMEOUT GRACEFUL_TIMEOUT KEEPALIVE_TIMEOUT
+export WORKER_TIMEOUT
 export SERVER_ACCESS_LOG
 
 # shellcheck disable=SC2034  # used by the start files that source this one

@@ -21,7 +21,7 @@ exec gunicorn "$ASGI_APP" \
     --workers "$WEB_CONCURRENCY" --worker-class asgi \
     --asgi-loop uvloop --asgi-lifespan off \
     --websocket-max-message-size "$WS_MAX_MESSAGE_BYTES" \
-    --graceful-timeout "$GRACEFUL_TIMEOUT" \
+    --graceful-timeout "$GRACEFUL_TIMEOUT" --timeout "$WORKER_TIMEOUT" \
     --keep-alive "$KEEPALIVE_TIMEOUT" \
     --forwarded-allow-ips "" \
     "$@"

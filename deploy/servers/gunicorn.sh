@@ -39,6 +39,6 @@ exec gunicorn "$WSGI_APP" \
     --bind "$BIND_HOST:$PORT" --no-control-socket \
     --workers "$WEB_CONCURRENCY" --worker-class "$GUNICORN_WORKER_CLASS" \
     --keep-alive "$KEEPALIVE_TIMEOUT" \
-    --graceful-timeout "$GRACEFUL_TIMEOUT" --timeout 30 \
+    --graceful-timeout "$GRACEFUL_TIMEOUT" --timeout "$WORKER_TIMEOUT" \
     --forwarded-allow-ips "" \
     "$@"

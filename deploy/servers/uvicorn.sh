@@ -29,6 +29,7 @@ exec python "$(dirname "$0")/../bin/run_uvicorn.py" "$ASGI_APP" \
     --ws-ping-interval "$WS_PING_INTERVAL" --ws-ping-timeout "$WS_PING_TIMEOUT" \
     --ws-per-message-deflate false \
     --timeout-graceful-shutdown "$GRACEFUL_TIMEOUT" \
+    --timeout-worker-healthcheck "$WORKER_TIMEOUT" \
     --timeout-keep-alive "$KEEPALIVE_TIMEOUT" \
     --no-proxy-headers \
     --no-server-header \

@@ -23,7 +23,7 @@ from tests.deploy.helpers import DEPLOY, REPO, VENV_BIN, log_tail, running, wait
 START_FILE = DEPLOY / "servers" / "gunicorn.sh"
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 25.0  # the stop grace period (30 s) less a margin
-VARIABLES = ["GUNICORN_WORKER_CLASS", "GUNICORN_THREADS", "KEEPALIVE_TIMEOUT"]
+VARIABLES = ["GUNICORN_WORKER_CLASS", "GUNICORN_THREADS", "KEEPALIVE_TIMEOUT", "WORKER_TIMEOUT"]
 
 
 @dataclass
@@ -40,8 +40,13 @@ CASES = [
     Case(
         "default",
         {},
-        [["--worker-class", "gthread"], ["--threads", "8"], ["--keep-alive", "75"]],
-        resolved={"GUNICORN_WORKER_CLASS": "gthread", "GUNICORN_THREADS": "8", "KEEPALIVE_TIMEOUT": "75"},
+        [["--worker-class", "gthread"], ["--threads", "8"], ["--keep-alive", "75"], ["--timeout", "30"]],
+        resolved={
+            "GUNICORN_WORKER_CLASS": "gthread",
+            "GUNICORN_THREADS": "8",
+            "KEEPALIVE_TIMEOUT": "75",
+            "WORKER_TIMEOUT": "30",
+        },
     ),
     Case(
         "gthread, 2 threads", {"GUNICORN_THREADS": "2"}, [["--worker-class", "gthread"], ["--threads", "2"]]
@@ -55,6 +60,7 @@ CASES = [
         keeps_alive=False,
     ),
     Case("keep-alive off", {"KEEPALIVE_TIMEOUT": "0"}, [["--keep-alive", "0"]], keeps_alive=False),
+    Case("worker timeout", {"WORKER_TIMEOUT": "45"}, [["--timeout", "45"]]),
 ]
 
 
