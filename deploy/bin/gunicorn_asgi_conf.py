@@ -14,6 +14,13 @@ a reset, which drops the close frame on its way (of twenty clients sending 16 Mi
 saw no close code). Here the rest of the refused frame is read and thrown away as it arrives, then
 frames are read on until the client answers the close, for ``CLOSE_TIMEOUT`` seconds at most.
 Covered by tests/security (many clients at once, each far over the limit, on every variant).
+
+And it keeps Gunicorn's ``--backlog`` (2048) on the listening socket. The worker hands the socket to
+``loop.create_server`` without a backlog, and asyncio and uvloop both call ``listen()`` again with
+their own default, 100: a worker busy for a moment with a burst of WebSocket handshakes then left
+new connections unanswered, and Nginx gave them a 504 after its 2 s connect timeout (41 of 2,000
+handshakes opened at 200 a second in the bench). The other servers listen with 2048 (Daphne and
+Hypercorn through deploy/bin/prefork.py, Uvicorn by its own default) or 1024 (Granian's default).
 """
 
 import asyncio
@@ -83,10 +90,22 @@ class WebSocketProtocol(websocket.WebSocketProtocol):
 websocket.WebSocketProtocol = WebSocketProtocol  # type: ignore[misc]
 
 
+def keep_backlog(loop: Any, backlog: int) -> None:
+    """Make ``loop.create_server`` listen with ``backlog`` unless it is given one."""
+    create_server = loop.create_server
+
+    def create_server_with_backlog(*args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("backlog", backlog)
+        return create_server(*args, **kwargs)
+
+    loop.create_server = create_server_with_backlog
+
+
 def post_worker_init(worker: Any) -> None:
     loop = getattr(worker, "loop", None)  # only the ASGI worker runs an event loop
     if loop is None:
         return
+    keep_backlog(loop, worker.cfg.backlog)  # the worker creates its servers after this hook
     from core.consumers import stop_connections  # the worker has loaded the app (and Django) by now
 
     def on_sigterm() -> None:
