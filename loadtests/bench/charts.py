@@ -195,6 +195,7 @@ def draw(figures: Sequence[Figures], results: Results, out_dir: Path) -> dict[st
         _bars(ax, chat_cases, series, p99)
         ax.set_ylabel("delivery p99 ms (median, min-max)")
         ax.set_title("Chat fan-out delivery latency, p99")
+        ax.set_ylim(top=ax.get_ylim()[1] * 1.25)  # room for the legend above the tallest bar
         ax.legend(fontsize="small", ncols=2)
         files["chat"] = _save(fig, out_dir, "chat")
 
