@@ -244,8 +244,11 @@ async def test_generator_counts_every_delivery_exactly(processes):
     assert run.sent == broadcaster.received  # every message sent reached the server once
     assert sum(s["messages"] for s in steps) <= run.sent
     assert found["machine_cores"] >= 1
-    for measured in steps:  # the broadcaster and the generator ran here: some CPU, the generator's within
-        assert measured["machine_cores"] > 0
+    # Each step read the CPU. Not "some CPU": these steps are light (a few hundred deliveries a second
+    # take about 0.01 cores) and /proc/stat counts in 10 ms ticks, so a 1.2 s step can read 0.00. That
+    # a reading counts CPU is test_a_reading_counts_the_cpu_this_process_burns's.
+    for measured in steps:
+        assert 0 <= measured["machine_cores"] <= found["machine_cores"] + 0.05  # a tick either side
         assert 0 <= measured["generator_cores"] <= measured["machine_cores"] + 0.05
 
 
