@@ -19,7 +19,8 @@ And it keeps Gunicorn's ``--backlog`` (2048) on the listening socket. The worker
 ``loop.create_server`` without a backlog, and asyncio and uvloop both call ``listen()`` again with
 their own default, 100: a worker busy for a moment with a burst of WebSocket handshakes then left
 new connections unanswered, and Nginx gave them a 504 after its 2 s connect timeout (41 of 2,000
-handshakes opened at 200 a second in the bench). The other servers listen with 2048 (Daphne and
+handshakes opened at 200 a second in the bench). Uvicorn's Gunicorn worker had the same bug and fixed
+it by passing the backlog (encode/uvicorn#544). The other servers listen with 2048 (Daphne and
 Hypercorn through deploy/bin/prefork.py, Uvicorn by its own default) or 1024 (Granian's default).
 """
 
