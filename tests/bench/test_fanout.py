@@ -3,6 +3,7 @@ its settings, its report section; and the generator's counts against a broadcast
 
 import asyncio
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -231,7 +232,14 @@ async def test_generator_counts_every_delivery_exactly(processes):
         plan = Plan(f"http://127.0.0.1:{port}", rooms=2, members=10, rates=(20.0, 40.0), settle=0.3,
                     seconds=1.2, threshold_ms=1000, grace=0.3)  # fmt: skip
         run = FanoutRun(plan)
-        found = await asyncio.wait_for(run.run(), 30)
+        # A process that keeps one core busy throughout: each step's machine reading must see it,
+        # however light the steps themselves are (/proc/stat counts in 10 ms ticks).
+        burner = await asyncio.create_subprocess_exec(sys.executable, "-c", "while True: pass")
+        try:
+            found = await asyncio.wait_for(run.run(), 30)
+        finally:
+            burner.kill()
+            await burner.wait()
     assert found["sockets"] == 20 and found["processes_seen"] == processes
     steps = found["steps"]
     assert len(steps) == 2
@@ -244,11 +252,8 @@ async def test_generator_counts_every_delivery_exactly(processes):
     assert run.sent == broadcaster.received  # every message sent reached the server once
     assert sum(s["messages"] for s in steps) <= run.sent
     assert found["machine_cores"] >= 1
-    # Each step read the CPU. Not "some CPU": these steps are light (a few hundred deliveries a second
-    # take about 0.01 cores) and /proc/stat counts in 10 ms ticks, so a 1.2 s step can read 0.00. That
-    # a reading counts CPU is test_a_reading_counts_the_cpu_this_process_burns's.
-    for measured in steps:
-        assert 0 <= measured["machine_cores"] <= found["machine_cores"] + 0.05  # a tick either side
+    for measured in steps:  # the burner's core at least, the machine's cores at most; the generator's within
+        assert 0.5 <= measured["machine_cores"] <= found["machine_cores"] + 0.05  # a tick either side
         assert 0 <= measured["generator_cores"] <= measured["machine_cores"] + 0.05
 
 
