@@ -223,6 +223,9 @@ def test_report_renders_the_section_and_its_chart(tmp_path):
 # --- the generator against a broadcaster on 127.0.0.1 ---------------------------------------------
 
 
+BURN_ONE_CORE_FOR_60_S = "import time\nend = time.monotonic() + 60\nwhile time.monotonic() < end: pass"
+
+
 @pytest.mark.parametrize("processes", [1, 2])
 async def test_generator_counts_every_delivery_exactly(processes):
     broadcaster = Broadcaster(processes)
@@ -233,8 +236,9 @@ async def test_generator_counts_every_delivery_exactly(processes):
                     seconds=1.2, threshold_ms=1000, grace=0.3)  # fmt: skip
         run = FanoutRun(plan)
         # A process that keeps one core busy throughout: each step's machine reading must see it,
-        # however light the steps themselves are (/proc/stat counts in 10 ms ticks).
-        burner = await asyncio.create_subprocess_exec(sys.executable, "-c", "while True: pass")
+        # however light the steps themselves are (/proc/stat counts in 10 ms ticks). It stops by
+        # itself after 60 s should the test die before killing it.
+        burner = await asyncio.create_subprocess_exec(sys.executable, "-c", BURN_ONE_CORE_FOR_60_S)
         try:
             found = await asyncio.wait_for(run.run(), 30)
         finally:
