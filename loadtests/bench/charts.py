@@ -282,7 +282,7 @@ def _sockets_chart(
     figures: Sequence[Figures], series: Sequence[tuple[str, str, str]], results: Results, out_dir: Path
 ) -> str | None:
     """Left, the sockets each variant held; right, memory per socket of the app, Nginx and Redis at
-    the first run's largest step that held (fresh containers), a group per component."""
+    each run's largest step that held (a stack per run), a group per component."""
     found = [
         (target, profile, label, f)
         for target, profile, label in series
@@ -307,16 +307,16 @@ def _sockets_chart(
 
     def kib_per_socket(target: str, profile: str, component: str) -> Spread | None:
         measurement = sockets.measurement(results, target, profile)
-        memory = sockets.first_run_memory(measurement) if measurement else None
+        memory = sockets.memory_over_runs(measurement) if measurement else None
         if memory is None or component not in memory[1]:
             return None
-        kib = memory[1][component] / 1024
-        return Spread(kib, kib, kib, 1)
+        b = memory[1][component]
+        return Spread(b.median / 1024, b.low / 1024, b.high / 1024, b.count)
 
     components = list(sockets.COMPONENTS)
     drawn = _bars(right, components, [(t, p, label) for t, p, label, _ in found], kib_per_socket)
     right.set_xticks(range(len(components)), list(sockets.COMPONENTS.values()))
-    right.set_ylabel("KiB per socket (first run)")
+    right.set_ylabel("KiB per socket (median, min-max)")
     right.set_title("Memory per socket at the largest step held")
     if drawn:
         right.legend(fontsize="small")

@@ -278,7 +278,7 @@ class Bench:
                 if len(stage.steps) > 1:  # more than its `up`: a scenario of its own to measure
                     stages.append(stage)
                 if c.runs("sockets"):
-                    stages.append(self.sockets_stage(server, profile))
+                    stages += [self.sockets_stage(server, profile, k) for k in range(1, c.repeats + 1)]
         return stages
 
     def ceiling_stage(self) -> Stage:
@@ -405,14 +405,16 @@ class Bench:
         stage.teardown = Step("down", PLAN_DOWN, self.down)
         return stage
 
-    def sockets_stage(self, server: str, profile: Profile) -> Stage:
-        """The sockets to the limit, in a stack of their own: its Nginx has the workers and memory the
-        sockets need (``sockets.nginx_environment``), which the other scenarios' stacks do not. No
-        warm-up: the first run's memory per socket is grown from fresh containers. No ceiling either:
-        nothing bounds a count of idle sockets from the generator's side but its own limits, which
-        it names when it meets them."""
+    def sockets_stage(self, server: str, profile: Profile, k: int) -> Stage:
+        """Run ``k`` of the sockets to the limit, in a stack of its own: its Nginx has the workers and
+        memory the sockets need (``sockets.nginx_environment``), which the other scenarios' stacks do
+        not. A stack per run: a run that reached the limit leaves processes that keep the memory it
+        grew, or were killed at their memory limit, so the next run in them would measure neither
+        the memory per socket nor the limit of a fresh stack. No warm-up, for the same reason. No
+        ceiling either: nothing bounds a count of idle sockets from the generator's side but its own
+        limits, which it names when it meets them."""
         c = self.config
-        stage = Stage("variant", server, profile, part="sockets")
+        stage = Stage("variant", server, profile, part=f"sockets {k}" if c.repeats > 1 else "sockets")
         target = Target(server, profile=profile.name)
         nginx = sockets.nginx_environment(c.sockets)
         stage.steps += [
@@ -427,7 +429,7 @@ class Bench:
                 PLAN_SCALE,
                 lambda: self.scale(stage, c.sockets.replicas),
             ),
-            *self.steps_of(stage, self.sockets.rounds(target)),
+            *self.steps_of(stage, self.sockets.jobs(target, k)),
         ]
         stage.teardown = Step("down", PLAN_DOWN, self.down)
         return stage

@@ -301,8 +301,9 @@ class Fanout(Scenario):
 
 class Sockets(Scenario):
     """Idle chat sockets stepped up until a step fails, one room for all (``loadtests/sockets``): how
-    many a stack holds, what stopped it, and memory per socket of the app, Nginx and Redis. Its
-    stage has a stack of its own (``Bench.sockets_stage``), with the Nginx the sockets need."""
+    many a stack holds, what stopped it, and memory per socket of the app, Nginx and Redis. Each
+    run has a stage and a stack of its own (``Bench.sockets_stage``), with the Nginx the sockets
+    need: ``jobs(target, k)`` is run ``k``, never a round of several in one stack."""
 
     name = "sockets"
 

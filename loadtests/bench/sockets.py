@@ -152,13 +152,6 @@ def stopped(run: Run) -> str:
     return "; ".join(part for part in said if part)
 
 
-def first_run(measurement: Measurement) -> Run | None:
-    """The first run with figures: the only one in fresh containers. The processes keep the memory
-    a run grew (the allocator reuses it), so a later run in the same stack measures less growth."""
-    runs = measurement.measured()
-    return runs[0] if runs else None
-
-
 def memory_per_socket(run: Run) -> tuple[int, dict[str, int]] | None:
     """(sockets, bytes per socket of each component) at the run's largest step that held; no
     component when the tool read no memory. None when no step held."""
@@ -168,10 +161,19 @@ def memory_per_socket(run: Run) -> tuple[int, dict[str, int]] | None:
     return int(step["open"]), {c: int(v) for c, v in step.get("bytes_per_socket", {}).items()}
 
 
-def first_run_memory(measurement: Measurement) -> tuple[int, dict[str, int]] | None:
-    """Memory per socket as the report shows it: the first run's, at its largest step that held."""
-    first = first_run(measurement)
-    return memory_per_socket(first) if first else None
+def memory_over_runs(measurement: Measurement) -> tuple[Spread, dict[str, Spread]] | None:
+    """Memory per socket as the report shows it, over the runs (each in fresh containers, a stack
+    of its own): the sockets it was read at, each run's largest step that held, and each
+    component's bytes per socket there. None when no run held a step."""
+    readings = [found for run in measurement.measured() if (found := memory_per_socket(run))]
+    if not readings:
+        return None
+    per_component = {
+        component: spread(per[component] for _, per in readings if component in per)
+        for component in COMPONENTS
+        if any(component in per for _, per in readings)
+    }
+    return spread(at for at, _ in readings), per_component
 
 
 def p99_at(measurement: Measurement, sockets: int) -> Spread | None:

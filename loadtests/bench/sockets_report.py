@@ -21,15 +21,19 @@ COLUMNS = [
 
 
 def memory_cells(measurement: Measurement) -> list[str]:
-    """The step the memory was read at, and each component's bytes per socket there (first run)."""
-    found = sockets.first_run_memory(measurement)
+    """The sockets the memory was read at, and each component's bytes per socket there (the runs)."""
+    found = sockets.memory_over_runs(measurement)
     if found is None:
         return ["no step held", *("" for _ in sockets.COMPONENTS)]
     at, per_socket = found
-    return [
-        fmt_count(at),
+
+    def kib(value: float) -> str:
         # A component that grew nothing can read a few bytes below its baseline: 0, not -0.0.
-        *(fmt_kib(max(0, per_socket[c])) if c in per_socket else "not measured" for c in sockets.COMPONENTS),
+        return fmt_kib(max(0.0, value))
+
+    return [
+        fmt_spread(at, fmt_count),
+        *(fmt_spread(per_socket[c], kib) if c in per_socket else "not measured" for c in sockets.COMPONENTS),
     ]
 
 
@@ -74,10 +78,10 @@ def settings_paragraph(settings: dict[str, Any]) -> str:
 READING = (
     "Sockets held: the most sockets a step held (median of the runs, min to max); stopped: what the "
     "median run saw at the step that failed. Memory per socket: each component's growth since before "
-    "the first socket, divided by the sockets open, at the largest step that held in the first run "
-    "(the only one in fresh containers: a later run in the same stack reuses the memory the first one "
-    "grew). Broadcast p99: from the message's send to its copy at each socket, over the runs whose "
-    "step at that count held."
+    "the first socket, divided by the sockets open, at each run's largest step that held (median of "
+    "the runs, min to max; every run has a stack of its own, so its containers start fresh). "
+    "Broadcast p99: from the message's send to its copy at each socket, over the runs whose step at "
+    "that count held."
 )
 
 

@@ -274,7 +274,8 @@ def test_a_reading_counts_the_cpu_this_process_burns():
     while time.process_time() - started < 0.2:  # 0.2 s of this process's CPU, however busy the machine
         pass
     after = cpu.read()
-    assert after.own - before.own >= 0.19
+    # psutil reads the kernel's clock ticks (10 ms): each reading may be a tick short.
+    assert after.own - before.own >= 0.2 - 0.02 - 1e-9
     assert after.busy - before.busy >= after.own - before.own - 0.05  # the machine's count includes it
 
 

@@ -170,21 +170,32 @@ def bench(tmp_path, monkeypatch):
     return make
 
 
-def test_sockets_have_a_stage_of_their_own_and_no_ceiling(bench):
-    [stage] = bench("sockets", "sockets.nginx_workers=6", "sockets.replicas=3").stages()
-    assert stage.name == "uvicorn · default · sockets" and stage.folder == "uvicorn-default-sockets"
-    assert [s.label for s in stage.steps] == [
-        "up (Nginx: 6 workers of 19,000 connections, 1g)", "scale to 3 replicas",
-        "sockets to the limit run 1/2", "sockets to the limit run 2/2",
-    ]  # fmt: skip
-    variant, apart = bench("capacity sockets").stages()  # beside the variant's own stage, named apart
-    assert (variant.name, apart.name) == ("uvicorn · default", "uvicorn · default · sockets")
+def test_every_sockets_run_has_a_stage_and_a_stack_of_its_own_and_no_ceiling(bench):
+    first, second = bench("sockets", "sockets.nginx_workers=6", "sockets.replicas=3").stages()
+    assert (first.name, second.name) == ("uvicorn · default · sockets 1", "uvicorn · default · sockets 2")
+    assert (first.folder, second.folder) == ("uvicorn-default-sockets-1", "uvicorn-default-sockets-2")
+    for stage, run in ((first, "run 1/2"), (second, "run 2/2")):
+        assert [s.label for s in stage.steps] == [
+            "up (Nginx: 6 workers of 19,000 connections, 1g)", "scale to 3 replicas",
+            f"sockets to the limit {run}",
+        ]  # fmt: skip
+        assert stage.teardown is not None and stage.teardown.label == "down"
+    variant, *apart = bench("capacity sockets").stages()  # beside the variant's own stage, named apart
+    assert variant.name == "uvicorn · default"
+    assert [stage.name for stage in apart] == [f"uvicorn · default · sockets {k}" for k in (1, 2)]
     assert not any("sockets to the limit" in s.label for s in variant.steps)
+
+
+def test_one_sockets_run_keeps_the_plain_stage_name(bench):
+    b = bench("sockets")
+    b.config = dataclasses.replace(b.config, repeats=1)
+    [stage] = b.stages()
+    assert stage.name == "uvicorn · default · sockets" and stage.folder == "uvicorn-default-sockets"
 
 
 def test_only_the_sockets_stack_gets_the_larger_nginx(bench, monkeypatch):
     b = bench("capacity sockets", "sockets.nginx_memory=2g")
-    variant, apart = b.stages()
+    variant, apart, _ = b.stages()
     ups = []
     monkeypatch.setattr(
         b, "variant_up", lambda stage, target, profile, env=None: ups.append((stage.name, env))
@@ -194,7 +205,7 @@ def test_only_the_sockets_stack_gets_the_larger_nginx(bench, monkeypatch):
     assert ups == [
         ("uvicorn · default", None),
         (
-            "uvicorn · default · sockets",
+            "uvicorn · default · sockets 1",
             {"NGINX_WORKER_PROCESSES": "4", "NGINX_WORKER_CONNECTIONS": "19000", "NGINX_MEMORY_LIMIT": "2g"},
         ),
     ]
@@ -245,21 +256,23 @@ def fake_results() -> Results:
         settings={"servers": ["uvicorn", "daphne"], "profiles": [{"name": "default", "env": {}}],
                   "repeats": 3, "sockets": dataclasses.asdict(settings)},
     )  # fmt: skip
-    later = (10_000, 9_000, 500)  # a later run in the same containers grows less: not the one shown
+    # Every run in a stack of its own: each one's memory per socket counts.
+    less, more = (46_000, 27_000, 1_000), (54_000, 29_000, 1_000)
     said = {"[error] upstream timed out (110: Connection timed out)": 3,
             "[error] no live upstreams while connecting to upstream": 1200}  # fmt: skip
     refused = step_json(30000, 900, refused=1200, nginx_errors=said)
     runs_of(results, "uvicorn", [
         [step_json(2000, 5), step_json(5000, 10), step_json(10000, 40), step_json(20000, 80), refused],
-        [step_json(2000, 5), step_json(5000, 10), step_json(10000, 50, per_socket=later),
-         step_json(20000, 100, per_socket=later), refused],
-        [step_json(2000, 5), step_json(5000, 10), step_json(10000, 60, per_socket=later),
-         step_json(20000, 200, dropped=7)],
+        [step_json(2000, 5, per_socket=less), step_json(5000, 10, per_socket=less),
+         step_json(10000, 50, per_socket=less), step_json(20000, 100, per_socket=less), refused],
+        [step_json(2000, 5, per_socket=more), step_json(5000, 10, per_socket=more),
+         step_json(10000, 60, per_socket=more), step_json(20000, 200, dropped=7)],
     ])  # fmt: skip
-    held_all = (40_000, 27_000, 2_000)
     runs_of(results, "daphne", [
-        [step_json(n, p99, per_socket=held_all) for n, p99 in zip(STEPS, (5, 10, 30, 60, 90), strict=True)],
-        [step_json(n, p99, per_socket=later) for n, p99 in zip(STEPS, (5, 10, 35, 70, 95), strict=True)],
+        [step_json(n, p99, per_socket=(40_000, 27_000, 2_000))
+         for n, p99 in zip(STEPS, (5, 10, 30, 60, 90), strict=True)],
+        [step_json(n, p99, per_socket=(38_000, 27_000, 2_000))
+         for n, p99 in zip(STEPS, (5, 10, 35, 70, 95), strict=True)],
     ])  # fmt: skip
     return results
 
@@ -281,12 +294,15 @@ def test_report_section_shows_held_stopped_memory_and_p99():
         "uvicorn", "20,000 (10,000 to 20,000)",
         "30000 sockets: handshakes failed: HTTP 502 x1200; memory then: app 1,469 MiB, Nginx 779 MiB, "
         "Redis 32 MiB; Nginx said: [error] no live upstreams while connecting to upstream (x1,200)",
-        "20,000", "48.8 KiB", "27.3 KiB", "1.0 KiB",  # the first run's, at its largest step that held
+        # Each run's largest step that held: 20,000, 20,000 and 10,000.
+        "20,000 (10,000 to 20,000)", "48.8 KiB (44.9 KiB to 52.7 KiB)", "27.3 KiB (26.4 KiB to 28.3 KiB)",
+        "1.0 KiB",
         "50 (40 to 60)", "90 (80 to 100)",  # at 20,000: the two runs that held it
         "3",
     ]  # fmt: skip
     assert daphne == [
-        "daphne", "30,000", "every step held up to 30,000", "30,000", "39.1 KiB", "26.4 KiB", "2.0 KiB",
+        "daphne", "30,000", "every step held up to 30,000", "30,000", "38.1 KiB (37.1 KiB to 39.1 KiB)",
+        "26.4 KiB", "2.0 KiB",
         "32.5 (30 to 35)", "65 (60 to 70)", "2",
     ]  # fmt: skip
     settings = section.paragraphs[0]
