@@ -272,13 +272,15 @@ class Bench:
             stages.append(self.ceiling_stage())
         if c.interleave and (c.runs("http") or c.runs("wrk")):
             stages.append(self.comparison_stage())
-        for server in c.servers:
-            for profile in c.profiles:
-                stage = self.variant_stage(server, profile)
-                if len(stage.steps) > 1:  # more than its `up`: a scenario of its own to measure
-                    stages.append(stage)
-                if c.runs("sockets"):
-                    stages += [self.sockets_stage(server, profile, k) for k in range(1, c.repeats + 1)]
+        variants = [(server, profile) for server in c.servers for profile in c.profiles]
+        for server, profile in variants:
+            stage = self.variant_stage(server, profile)
+            if len(stage.steps) > 1:  # more than its `up`: a scenario of its own to measure
+                stages.append(stage)
+        if c.runs("sockets"):
+            # Round by round, as the HTTP rounds: a drift of the machine spreads over every variant.
+            rounds = range(1, c.repeats + 1)
+            stages += [self.sockets_stage(server, profile, k) for k in rounds for server, profile in variants]
         return stages
 
     def ceiling_stage(self) -> Stage:

@@ -186,6 +186,20 @@ def test_every_sockets_run_has_a_stage_and_a_stack_of_its_own_and_no_ceiling(ben
     assert not any("sockets to the limit" in s.label for s in variant.steps)
 
 
+def test_sockets_runs_go_round_by_round_over_the_variants(tmp_path, monkeypatch):
+    monkeypatch.setattr(machine, "host_versions", lambda: {})
+    settings = config.load(
+        ["--servers", "uvicorn daphne", "--scenarios", "capacity sockets", "--repeats", "2"],
+        environ={}, known_servers=["uvicorn", "daphne"],
+    )  # fmt: skip
+    names = [stage.name for stage in runner.Bench(settings, tmp_path, []).stages()]
+    assert names == [
+        "uvicorn · default", "daphne · default",
+        "uvicorn · default · sockets 1", "daphne · default · sockets 1",
+        "uvicorn · default · sockets 2", "daphne · default · sockets 2",
+    ]  # fmt: skip
+
+
 def test_one_sockets_run_keeps_the_plain_stage_name(bench):
     b = bench("sockets")
     b.config = dataclasses.replace(b.config, repeats=1)
