@@ -4,13 +4,13 @@
 
 Brings the stack up as ``make loadtest`` does (Nginx's per-address limits raised), loads one endpoint
 through Nginx with wrk, and meanwhile samples every process of the app container with py-spy (from
-the host: ``py-spy`` on PATH or in PY_SPY, as root). Before that, one run of the same length
-without the sampler accounts for the machine's CPU time per request: the app container's processes,
-Nginx's, wrk's own, and what was left idle. Writes to ``results/<timestamp>-profile-<server>/``:
-``profile.txt`` (py-spy's collapsed stacks, for any flame-graph tool), ``wrk-*.txt``, and
-``summary.md``: the CPU accounting, the on-CPU samples by the code they were in (the server,
-asyncio, Django's handler, middleware, ...), and the functions with the most samples, inclusive
-and self.
+the host: ``py-spy`` on PATH or in PY_SPY, as root), each thread while it holds the GIL. Before
+that, one run of the same length without the sampler accounts for the machine's CPU time per
+request: the app container's processes, Nginx's, wrk's own, and what was left idle. Writes to
+``results/<timestamp>-profile-<server>/``: ``profile.txt`` (py-spy's collapsed stacks, for any
+flame-graph tool), ``wrk-*.txt``, and ``summary.md``: the CPU accounting, the on-CPU samples by
+the code they were in (the server, asyncio, Django's handler, middleware, ...), and the functions
+with the most samples, inclusive and self.
 """
 
 import argparse
@@ -66,8 +66,9 @@ AREAS = (
 # (not all: py-spy reads some stacks only in part): left out of the inclusive table.
 ALWAYS_ON_STACK = 0.8
 OTHER = "other Python code (standard library, Channels, ...)"
-# py-spy counts a thread that waits as well as one that runs: samples whose innermost frame is one of
-# these waits are idle threads (a supervisor's pipe, an idle pool thread, Python's resource tracker).
+# Sampled with --gil, a thread that waits is not sampled; one that holds the GIL in a wait (rare) is
+# still left out: samples whose innermost frame is one of these waits are idle threads (a
+# supervisor's pipe, an idle pool thread, Python's resource tracker).
 IDLE = re.compile(
     r"^(\w+\.)?(join|wait|_wait_for_tstate_lock|_recv|select|poll|get|main) "
     r"\((multiprocessing|threading|selectors|queue|subprocess)[^)]*\)$"
@@ -275,6 +276,10 @@ def main(argv: Sequence[str]) -> int:
             spy, "record", "--pid", str(container_pid(stack.containers("app")[0])), "--subprocesses",
             "--rate", str(SAMPLE_RATE), "--duration", str(int(seconds)), "--format", "raw",
             "--output", str(out_dir / "profile.txt"), "--nonblocking",
+            # Only a thread that holds the GIL: py-spy cannot tell a thread asleep in C code (the
+            # metrics' sampler in time.sleep, the event loop in its poll) from one at work, and
+            # would count those as their innermost Python frame (PoolSampler.run, Runner.run).
+            "--gil",
         ]  # fmt: skip
         spied = subprocess.run(record, capture_output=True, text=True, timeout=seconds + 60, check=False)  # noqa: S603
         output, _ = wrk.communicate(timeout=load.timeout)
