@@ -310,8 +310,8 @@ def _sockets_chart(
         memory = sockets.memory_over_runs(measurement) if measurement else None
         if memory is None or component not in memory[1]:
             return None
-        b = memory[1][component]
-        return Spread(b.median / 1024, b.low / 1024, b.high / 1024, b.count)
+        in_bytes = memory[1][component]
+        return Spread(in_bytes.median / 1024, in_bytes.low / 1024, in_bytes.high / 1024, in_bytes.count)
 
     components = list(sockets.COMPONENTS)
     drawn = _bars(right, components, [(t, p, label) for t, p, label, _ in found], kib_per_socket)
