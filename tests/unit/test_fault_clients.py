@@ -52,6 +52,7 @@ def server() -> Iterator[Callable[[Policy], str]]:
     listener.settimeout(0.2)
     stop = threading.Event()
     policies: list[Policy] = []
+    acceptors: list[threading.Thread] = []
 
     def accept() -> None:
         index = 0
@@ -65,11 +66,15 @@ def server() -> Iterator[Callable[[Policy], str]]:
 
     def start(policy: Policy) -> str:
         policies.append(policy)
-        threading.Thread(target=accept, daemon=True).start()
+        acceptors.append(threading.Thread(target=accept, daemon=True))
+        acceptors[-1].start()
         return f"http://127.0.0.1:{listener.getsockname()[1]}"
 
     yield start
     stop.set()
+    # The listener is closed only once no thread is in accept() on it any more (which would raise).
+    for acceptor in acceptors:
+        acceptor.join()
     listener.close()
 
 
