@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 
-from tests.harness import AppServer
+from tests.harness import AppServer, wait_until
 from tests.integration.helpers import http, whoami
 
 pytestmark = pytest.mark.integration
@@ -100,9 +100,19 @@ def test_db_connections_stay_within_the_pool_and_are_returned(
     with ThreadPoolExecutor(max_workers=32) as pool:
         statuses = list(pool.map(fetch, range(200)))
     assert statuses == [200] * 200
-    sessions = database.execute(
-        "SELECT state, xact_start FROM pg_stat_activity WHERE application_name = %s", (http_server.server,)
-    ).fetchall()
+
+    def pool_sessions() -> list[tuple[str | None, object]]:
+        query = "SELECT state, xact_start FROM pg_stat_activity WHERE application_name = %s"
+        return database.execute(query, (http_server.server,)).fetchall()
+
+    # The pool may still be growing in the background when the last response arrives; a backend
+    # that is still starting up has no state yet. Wait for those, not for the ones under test.
+    wait_until(
+        lambda: all(state is not None for state, _ in pool_sessions()),
+        timeout=5,
+        what="the pool's new connections to finish starting",
+    )
+    sessions = pool_sessions()
     assert 0 < len(sessions) <= DB_POOL_MAX_SIZE
     # Returned to the pool: idle, no transaction left open.
     assert {state for state, _ in sessions} == {"idle"}
