@@ -5,6 +5,7 @@ the bars' order (WebSocket echo) it is a horizontal line, so a bar near it is vi
 generator's limit rather than the server's; far above them (HTTP) it is stated in figures instead.
 """
 
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -230,6 +231,30 @@ def draw(figures: Sequence[Figures], results: Results, out_dir: Path) -> dict[st
     return files
 
 
+def _plain(value: float) -> str:
+    return f"{value:,.0f}" if value >= 1 else f"{value:g}"
+
+
+def _leading_digit(value: float) -> int:
+    """The first significant digit of a positive ``value`` (2 for 2,000 and for 0.2)."""
+    return round(value / 10 ** math.floor(math.log10(value))) if value > 0 else 0
+
+
+def plain_log_axes(ax: Axes) -> None:
+    """Both axes logarithmic, labelled in plain numbers (2,000, not 2x10^3).
+
+    Across little more than a decade matplotlib labels the minor ticks too, in its scientific
+    notation: here they are plain as well, at 2 and 5 times a power of ten only, so they never crowd.
+    """
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(FuncFormatter(lambda value, _: _plain(value)))
+        axis.set_minor_formatter(
+            FuncFormatter(lambda value, _: _plain(value) if _leading_digit(value) in (2, 5) else "")
+        )
+
+
 def _fanout_chart(
     figures: Sequence[Figures], series: Sequence[tuple[str, str, str]], results: Results, out_dir: Path
 ) -> str | None:
@@ -265,14 +290,11 @@ def _fanout_chart(
         return None
     threshold = float(results.settings.get("fanout", {}).get("p99_ms", 100.0))
     ax.axhline(threshold, color="red", linestyle=":", label=f"p99 threshold {threshold:g} ms")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    plain = FuncFormatter(lambda value, _: f"{value:,.0f}" if value >= 1 else f"{value:g}")
-    for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_formatter(plain)
+    plain_log_axes(ax)
     ax.set_xlabel("offered deliveries/s (each message's copies owed), the median run's steps")
     ax.set_ylabel("delivery p99 ms")
-    ax.set_title("Chat fan-out throughput: p99 as the message rate rises (x: the step that failed)")
+    case = next((f.case for f in figures if f.scenario == "fanout"), "")  # e.g. "4 rooms x 50 members"
+    ax.set_title(f"Chat fan-out, {case}: p99 as the message rate rises (x: the step that failed)")
     ax.grid(which="both", alpha=0.3)
     ax.legend(fontsize="small")
     return _save(fig, out_dir, "fanout")

@@ -12,6 +12,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from loadtests.bench import config, fanout, report
 from loadtests.bench.analysis import analyse
+from loadtests.bench.charts import plain_log_axes, plt
 from loadtests.bench.fanout_report import STEP_COLUMNS, fanout_section
 from loadtests.bench.results import Results, Run
 from loadtests.fanout import __main__ as cli
@@ -335,3 +336,14 @@ def test_the_ceiling_steps_on_to_what_the_members_may_send():
     [variant_job] = scenario.jobs(Target("uvicorn"), 1)
     [ceiling_job] = scenario.jobs(Target("asgi-hello", "ceiling"), 1)
     assert variant_job.case == ceiling_job.case == "4 rooms x 50 members"
+
+
+def test_the_chart_axes_are_labelled_in_plain_numbers():
+    fig, ax = plt.subplots()
+    ax.plot([2_000, 25_000], [8, 300])
+    plain_log_axes(ax)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in (*ax.get_xticklabels(minor=True), *ax.get_xticklabels()) if t.get_text()]
+    plt.close(fig)
+    assert {"2,000", "5,000", "10,000", "20,000"} <= set(labels)
+    assert all(label.replace(",", "").isdigit() and label[0] in "125" for label in labels), labels
